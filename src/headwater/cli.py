@@ -1,0 +1,356 @@
+"""`headwater`: the command line (dev | start | send | events | keys | migrate)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from headwater import __version__
+from headwater.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Mode, ServerSettings
+from headwater.crypto import (
+    KeyFile,
+    KeyRing,
+    KeySource,
+    StaticKeys,
+    generate_key,
+    key_ring_from_env,
+)
+from headwater.errors import ConfigurationError, HeadwaterError
+
+app = typer.Typer(
+    name="headwater",
+    help="Headwater: an event platform and durable-function engine, wire-compatible with Inngest.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Encryption keys of the `user` object.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+errors = Console(stderr=True)
+
+ENV_DB_URL = "HEADWATER_DB_URL"
+ENV_EVENT_KEYS = "HEADWATER_EVENT_KEYS"
+ENV_SIGNING_KEY = "HEADWATER_SIGNING_KEY"
+ENV_SIGNING_KEY_FALLBACK = "HEADWATER_SIGNING_KEY_FALLBACK"
+ENV_ENCRYPTION_KEYS = "HEADWATER_ENCRYPTION_KEYS"
+ENV_BLIND_INDEX_KEY = "HEADWATER_BLIND_INDEX_KEY"
+_SIGNING_KEY = re.compile(r"^(signkey-\w+-)?([0-9a-fA-F]{2})+$")
+
+HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", envvar=ENV_DB_URL, help="Database URL: sqlite:///path.db or postgresql://..."
+    ),
+]
+DataDirOption = Annotated[
+    Path, typer.Option(help="Where dev mode keeps its SQLite file and key file.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _production_keys() -> KeySource | None:
+    value = os.environ.get(ENV_ENCRYPTION_KEYS, "")
+    if not value.strip():
+        return None
+    return StaticKeys(key_ring_from_env(value, os.environ.get(ENV_BLIND_INDEX_KEY, "")))
+
+
+def _serve(settings: ServerSettings, keys: KeySource, log_level: str) -> None:
+    import uvicorn
+
+    from headwater.server.app import create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = uvicorn.Config(
+        create_app(settings, keys),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=log_level,
+        lifespan="on",
+        server_header=False,
+        date_header=False,
+    )
+    console.print(
+        f"[bold]Headwater {__version__}[/] ({settings.mode} mode) on "
+        f"[cyan]http://{settings.host}:{settings.port}[/], data in {settings.database_url}"
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def dev(
+    host: HostOption = DEFAULT_HOST,
+    port: PortOption = DEFAULT_PORT,
+    db: DbOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a dev server: any event key accepted, open API, loopback by default."""
+    settings = ServerSettings(mode=Mode.DEV, host=host, port=port, data_dir=data_dir, db_url=db)
+    keys: KeySource | None = _production_keys()
+    if keys is None:
+        keys = KeyFile.load_or_create(settings.key_file)
+    _serve(settings, keys, log_level)
+
+
+@app.command()
+def start(
+    event_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"An accepted event key (repeat for several; env {ENV_EVENT_KEYS}, comma-separated)."
+        ),
+    ] = None,
+    signing_key: Annotated[
+        str | None,
+        typer.Option(envvar=ENV_SIGNING_KEY, help="Hex signing key for the API and SDKs."),
+    ] = None,
+    signing_key_fallback: Annotated[
+        str | None,
+        typer.Option(
+            envvar=ENV_SIGNING_KEY_FALLBACK, help="The previous signing key, while rotating."
+        ),
+    ] = None,
+    host: HostOption = "0.0.0.0",
+    port: PortOption = DEFAULT_PORT,
+    db: DbOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run in production: event keys, a signing key and encryption keys are required."""
+    keys_given = list(event_key or [])
+    keys_given += [k.strip() for k in os.environ.get(ENV_EVENT_KEYS, "").split(",") if k.strip()]
+    if not keys_given:
+        raise _fail(f"production mode needs at least one --event-key (or {ENV_EVENT_KEYS})")
+    if not signing_key:
+        raise _fail(f"production mode needs --signing-key (or {ENV_SIGNING_KEY})")
+    for name, key in (
+        ("--signing-key", signing_key),
+        ("--signing-key-fallback", signing_key_fallback),
+    ):
+        if key and not _SIGNING_KEY.match(key):
+            raise _fail(
+                f"{name} must be an even-length hex string, optionally prefixed signkey-<env>-"
+            )
+    try:
+        keys = _production_keys()
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+    if keys is None:
+        raise _fail(
+            f"production mode needs {ENV_ENCRYPTION_KEYS} and {ENV_BLIND_INDEX_KEY} "
+            "(run `headwater keys generate` to make them)"
+        )
+    settings = ServerSettings(
+        mode=Mode.PRODUCTION,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        db_url=db,
+        event_keys=frozenset(keys_given),
+        signing_key=signing_key,
+        signing_key_fallback=signing_key_fallback,
+    )
+    _serve(settings, keys, log_level)
+
+
+def _parse_json_object(text: str | None, option: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _fail(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _fail(f"{option} must be a JSON object")
+    return value
+
+
+@app.command()
+def send(
+    name: Annotated[str, typer.Argument(help="The event name, e.g. app/account.created")],
+    data: Annotated[str | None, typer.Option(help="The event's data, a JSON object.")] = None,
+    user: Annotated[str | None, typer.Option(help="The event's user, a JSON object.")] = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="Idempotency id of the event.")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Server URL (default: HEADWATER_BASE_URL or local).")
+    ] = None,
+    event_key: Annotated[
+        str | None, typer.Option(help="Event key (default: HEADWATER_EVENT_KEY).")
+    ] = None,
+) -> None:
+    """Send one event and print its id."""
+    from headwater.sdk import Headwater
+
+    event: dict[str, Any] = {"name": name, "data": _parse_json_object(data, "--data")}
+    if user is not None:
+        event["user"] = _parse_json_object(user, "--user")
+    if event_id:
+        event["id"] = event_id
+    client = Headwater(app_id="headwater-cli", base_url=url, event_key=event_key)
+    try:
+        result = client.send_sync(event)
+    except HeadwaterError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        client.close()
+    for event_internal_id in result.ids:
+        console.print(event_internal_id)
+
+
+@app.command()
+def events(
+    name: Annotated[str | None, typer.Option(help="Only events with this exact name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many events.")] = 20,
+    url: Annotated[
+        str, typer.Option(envvar="HEADWATER_BASE_URL", help="Server URL.")
+    ] = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+    signing_key: Annotated[
+        str | None, typer.Option(envvar=ENV_SIGNING_KEY, help="Signing key (production).")
+    ] = None,
+) -> None:
+    """Show a table of recent events, newest first."""
+    import httpx
+
+    params: dict[str, str | int] = {"limit": limit}
+    if name:
+        params["name"] = name
+    headers = {"Authorization": f"Bearer {signing_key}"} if signing_key else {}
+    try:
+        response = httpx.get(
+            f"{url.rstrip('/')}/v1/events", params=params, headers=headers, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc}") from None
+    body = response.json()
+    if response.status_code != 200:
+        raise _fail(f"{response.status_code}: {body.get('error', body)}")
+    table = Table(title=f"Recent events ({len(body['data'])})")
+    for column in ("received", "name", "internal id", "id", "data"):
+        table.add_column(column, overflow="fold")
+    for event in body["data"]:
+        data_text = orjson.dumps(event["data"]).decode()
+        table.add_row(
+            event["received_at"],
+            event["name"],
+            event["internal_id"],
+            event["id"] if event["id"] != event["internal_id"] else "",
+            data_text if len(data_text) <= 80 else data_text[:77] + "...",
+        )
+    console.print(table)
+
+
+def _local_keys(data_dir: Path) -> tuple[KeySource, KeyFile | None]:
+    production = _production_keys()
+    if production is not None:
+        return production, None
+    key_file = KeyFile(data_dir / "keys.json")
+    if not key_file.path.exists():
+        raise _fail(f"no key file at {key_file.path} and {ENV_ENCRYPTION_KEYS} is not set")
+    return key_file, key_file
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    db: DbOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 500,
+) -> None:
+    """Make a new active key (dev key file) and re-seal every older row with it.
+
+    In production, put the new key first in HEADWATER_ENCRYPTION_KEYS on every process, keep the old
+    one after it, then run this to re-seal the old rows; the old key can go once it reports 0 left.
+    """
+    from headwater.engine.key_rotation import count_to_reseal, reseal_all
+    from headwater.store import open_store
+
+    keys, key_file = _local_keys(data_dir)
+    if key_file is not None:
+        new_key = key_file.rotate()
+        console.print(f"new active key [bold]{new_key.id}[/] written to {key_file.path}")
+    settings = ServerSettings(data_dir=data_dir, db_url=db)
+
+    async def run() -> int:
+        store = open_store(settings.database_url)
+        await store.open()
+        try:
+            todo = await count_to_reseal(store, keys)
+            with Progress(console=console, transient=False) as progress:
+                task = progress.add_task("re-sealing user objects", total=todo)
+                moved = await reseal_all(
+                    store,
+                    keys,
+                    batch_size=batch_size,
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+            return moved
+        finally:
+            await store.close()
+
+    moved = asyncio.run(run())
+    console.print(f"re-sealed {moved} events with key [bold]{keys.ring().primary.id}[/]")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new HEADWATER_ENCRYPTION_KEYS and HEADWATER_BLIND_INDEX_KEY for production."""
+    from headwater.crypto import KEY_BYTES, format_env_keys
+
+    ring = KeyRing([generate_key()], os.urandom(KEY_BYTES))
+    keys_value, index_value = format_env_keys(ring)
+    console.print(f"{ENV_ENCRYPTION_KEYS}={keys_value}", soft_wrap=True)
+    console.print(f"{ENV_BLIND_INDEX_KEY}={index_value}", soft_wrap=True)
+
+
+@app.command()
+def migrate(db: DbOption = None, data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
+    """Apply pending database migrations and exit (the server also does this at start)."""
+    from headwater.store import open_store
+
+    settings = ServerSettings(data_dir=data_dir, db_url=db)
+
+    async def run() -> None:
+        store = open_store(settings.database_url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(run())
+    console.print(f"migrations applied to {settings.database_url}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigurationError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,46 @@
+"""Server settings: one frozen object built by the CLI from flags and `HEADWATER_*` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8288
+DEFAULT_DATA_DIR = Path(".headwater")
+
+
+class Mode(StrEnum):
+    #: `headwater dev`: any event key, no signing key, open API; meant for loopback.
+    DEV = "dev"
+    #: `headwater start`: event keys and a signing key required.
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    mode: Mode = Mode.DEV
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = DEFAULT_DATA_DIR
+    db_url: str | None = None
+    event_keys: frozenset[str] = field(default_factory=frozenset)
+    signing_key: str | None = None
+    signing_key_fallback: str | None = None
+    limits: EventLimits = DEFAULT_LIMITS
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'headwater.db'}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "keys.json"
+
+    @property
+    def server_kind(self) -> str:
+        """What `X-Inngest-Server-Kind` says: Inngest SDKs change behaviour on it."""
+        return "dev" if self.mode is Mode.DEV else "cloud"

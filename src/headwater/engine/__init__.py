@@ -1,0 +1,1 @@
+"""The engine: what happens to events and runs, independent of HTTP."""

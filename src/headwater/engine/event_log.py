@@ -1,0 +1,117 @@
+"""The event log: accept events (validate, give ids, seal `user`, store durably) and read them back.
+
+This is the one path by which events enter Headwater, whoever sends them (the Event API, the
+CLI, later the engine's own system events), so every rule is applied once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from headwater.crypto import KeySource, SealedUser
+from headwater.errors import UnknownKeyError
+from headwater.protocol.events import DEFAULT_LIMITS, EventLimits, NormalizedEvent, normalize_events
+from headwater.protocol.ids import IdSeed, new_ulid
+from headwater.store import EventQuery, EventRecord, Store
+from headwater.types import JSONObject, Millis
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the API shows it, `user` opened (only ever handed to authorized callers)."""
+
+    internal_id: str
+    id: str
+    name: str
+    data: JSONObject
+    user: JSONObject
+    user_erased: bool
+    ts: Millis
+    v: str | None
+    meta: JSONObject | None
+    received_at: Millis
+
+
+class EventLog:
+    def __init__(self, store: Store, keys: KeySource, limits: EventLimits = DEFAULT_LIMITS) -> None:
+        self.store = store
+        self.keys = keys
+        self.limits = limits
+
+    async def append(
+        self,
+        raw_events: Sequence[object],
+        *,
+        seed: IdSeed | None = None,
+        received_at: Millis | None = None,
+    ) -> list[str]:
+        """Validate and store a whole send; returns one internal id per event, in order.
+
+        Raises EventValidationError (nothing stored) for the first bad event. Returns only after
+        the events are durable. With a seed, a retried send gets the same ids and is stored once.
+        """
+        now = received_at if received_at is not None else time.time_ns() // 1_000_000
+        events = normalize_events(raw_events, now, self.limits)
+        records = self.seal(events, seed, now)
+        await self.store.append_events(records)
+        return [record.internal_id for record in records]
+
+    def seal(
+        self, events: Sequence[NormalizedEvent], seed: IdSeed | None, received_at: Millis
+    ) -> list[EventRecord]:
+        """Give each event its internal id and seal its `user`: what the store will keep."""
+        ring = self.keys.ring()
+        records: list[EventRecord] = []
+        for position, event in enumerate(events, start=1):
+            internal_id = seed.ulid(position) if seed is not None else new_ulid()
+            records.append(
+                EventRecord(
+                    internal_id=internal_id,
+                    id=event.id or internal_id,
+                    name=event.name,
+                    data_json=orjson.dumps(event.data),
+                    user=ring.seal(event.user, internal_id) if event.user else None,
+                    ts=event.ts,
+                    v=event.v,
+                    meta_json=orjson.dumps(event.meta) if event.meta is not None else None,
+                    received_at=received_at,
+                )
+            )
+        return records
+
+    async def get(self, internal_id: str) -> StoredEvent | None:
+        record = await self.store.get_event(internal_id)
+        return None if record is None else self.open(record)
+
+    async def list(self, query: EventQuery) -> list[StoredEvent]:
+        return [self.open(record) for record in await self.store.list_events(query)]
+
+    async def erase_user(self, external_id: str) -> int:
+        """Erase the `user` of every event whose `user.external_id` is this one."""
+        return await self.store.erase_users(self.keys.ring().blind_index(external_id))
+
+    def open(self, record: EventRecord) -> StoredEvent:
+        return StoredEvent(
+            internal_id=record.internal_id,
+            id=record.id,
+            name=record.name,
+            data=orjson.loads(record.data_json),
+            user=self._open_user(record.user, record.internal_id) if record.user else {},
+            user_erased=record.user_erased,
+            ts=record.ts,
+            v=record.v,
+            meta=orjson.loads(record.meta_json) if record.meta_json is not None else None,
+            received_at=record.received_at,
+        )
+
+    def _open_user(self, sealed: SealedUser, internal_id: str) -> JSONObject:
+        ring = self.keys.ring()
+        try:
+            return ring.open(sealed.key_id, sealed.ciphertext, internal_id)
+        except UnknownKeyError:
+            # Another process may have rotated the key file since we last read it.
+            return self.keys.reload().open(sealed.key_id, sealed.ciphertext, internal_id)

@@ -1,0 +1,1 @@
+"""Wire formats shared by the client and the server. No I/O here."""

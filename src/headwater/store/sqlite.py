@@ -1,0 +1,415 @@
+"""The SQLite backend: the embedded default.
+
+Durability without one fsync per request: every write is a job handed to one writer thread, which
+takes all the jobs waiting at that moment, runs them in one transaction (each in a savepoint, so one
+failing job does not undo the others) and commits once (group commit). Each caller is answered only
+after that commit, with `synchronous=FULL` by default, so an acknowledged write survives power loss.
+Reads run on their own connections in a small thread pool; WAL lets them proceed during writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from headwater.crypto import SealedUser
+from headwater.errors import ConfigurationError, StoreError
+from headwater.store.base import EventQuery, EventRecord
+from headwater.store.migrations import load_migrations
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT_MS: Final = 30_000
+#: Upper bound of jobs in one group commit: bounds the latency a huge backlog adds to one commit.
+_MAX_JOBS_PER_COMMIT: Final = 512
+_READ_THREADS: Final = 4
+_SYNCHRONOUS_MODES: Final = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+_EVENT_COLUMNS: Final = (
+    "internal_id, id, name, data, user_key_id, user_ciphertext, user_blind_index, user_erased,"
+    " ts, v, meta, received_at"
+)
+
+
+@dataclass(slots=True)
+class _Job:
+    work: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+def parse_sqlite_url(url: str) -> tuple[Path | str, str]:
+    """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite:///:memory:`; query option
+    `synchronous=FULL|NORMAL|EXTRA` (FULL by default)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL: {url!r}")
+    raw_path = (parts.netloc + parts.path)[1:] if parts.path.startswith("/") else parts.path
+    if not raw_path:
+        raise ConfigurationError(
+            f"sqlite URL {url!r} names no file (use sqlite:///path/to/file.db)"
+        )
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    synchronous = options.get("synchronous", "FULL").upper()
+    if synchronous not in _SYNCHRONOUS_MODES:
+        raise ConfigurationError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
+    return (raw_path if raw_path == ":memory:" else Path(raw_path)), synchronous
+
+
+class SQLiteStore:
+    """`Store` on one SQLite file (see the module docstring for how writes are grouped)."""
+
+    def __init__(self, url: str) -> None:
+        path, synchronous = parse_sqlite_url(url)
+        if path == ":memory:":
+            raise ConfigurationError(
+                "an in-memory SQLite store cannot be shared by threads; use a file"
+            )
+        assert isinstance(path, Path)
+        self.path = path
+        self.url_for_display = url
+        self._synchronous = synchronous
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._read_connections: list[sqlite3.Connection] = []
+        self._read_connections_lock = threading.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writer = threading.Thread(
+            target=self._write_loop,
+            args=(asyncio.get_running_loop(), ready),
+            daemon=True,
+            name="headwater-sqlite-writer",
+        )
+        self._writer.start()
+        await ready
+        self._readers = ThreadPoolExecutor(
+            _READ_THREADS, thread_name_prefix="headwater-sqlite-read"
+        )
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._read_connections_lock:
+            for connection in self._read_connections:
+                connection.close()
+            self._read_connections.clear()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+        )
+        connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    def _write_loop(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            connection = self._connect()
+            connection.execute("PRAGMA journal_mode = WAL")
+            self._migrate(connection)
+        except BaseException as exc:  # report start-up failures to open()
+            loop.call_soon_threadsafe(_set_exception, ready, exc)
+            return
+        loop.call_soon_threadsafe(_set_result, ready, None)
+        try:
+            while True:
+                first = self._jobs.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < _MAX_JOBS_PER_COMMIT:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stop = True
+                        break
+                    batch.append(job)
+                self._commit_batch(connection, batch)
+                if stop:
+                    return
+        finally:
+            connection.close()
+
+    def _commit_batch(self, connection: sqlite3.Connection, batch: list[_Job]) -> None:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                connection.execute("SAVEPOINT job")
+                try:
+                    job.result = job.work(connection)
+                except Exception as exc:
+                    job.error = exc
+                    connection.execute("ROLLBACK TO job")
+                connection.execute("RELEASE job")
+            connection.execute("COMMIT")
+        except Exception as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            for job in batch:
+                job.error = StoreError(f"SQLite commit failed: {exc}")
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in batch:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, jobs)
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        )
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            applied = {
+                row[0] for row in connection.execute("SELECT version FROM schema_migrations")
+            }
+            for migration in load_migrations("sqlite"):
+                if migration.version in applied:
+                    continue
+                for statement in _split_statements(migration.sql):
+                    connection.execute(statement)
+                connection.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, int(time.time() * 1000)),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(work, loop, future))
+        return await future
+
+    def _read_connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+            with self._read_connections_lock:
+                self._read_connections.append(connection)
+        return connection
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: work(self._read_connection()))
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def append_events(self, events: Sequence[EventRecord]) -> int:
+        if not events:
+            return 0
+        rows = [_event_row(event) for event in events]
+
+        def insert(connection: sqlite3.Connection) -> int:
+            before = connection.total_changes
+            connection.executemany(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (internal_id) DO NOTHING",
+                rows,
+            )
+            return connection.total_changes - before
+
+        return await self._write(insert)
+
+    async def get_event(self, internal_id: str) -> EventRecord | None:
+        def select(connection: sqlite3.Connection) -> EventRecord | None:
+            row = connection.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE internal_id = ?", (internal_id,)
+            ).fetchone()
+            return None if row is None else _event_record(row)
+
+        return await self._read(select)
+
+    async def list_events(self, query: EventQuery) -> list[EventRecord]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if query.before_id is not None:
+            clauses.append("internal_id < ?")
+            params.append(query.before_id)
+        if query.name is not None:
+            clauses.append("name = ?")
+            params.append(query.name)
+        elif not query.include_system:
+            clauses.append("name NOT LIKE 'inngest/%'")
+        if query.received_after is not None:
+            clauses.append("received_at >= ?")
+            params.append(query.received_after)
+        if query.received_before is not None:
+            clauses.append("received_at < ?")
+            params.append(query.received_before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY internal_id DESC LIMIT ?"
+        params.append(query.limit)
+
+        def select(connection: sqlite3.Connection) -> list[EventRecord]:
+            return [_event_record(row) for row in connection.execute(sql, params)]
+
+        return await self._read(select)
+
+    async def count_events(self) -> int:
+        def count(connection: sqlite3.Connection) -> int:
+            return int(connection.execute("SELECT count(*) FROM events").fetchone()[0])
+
+        return await self._read(count)
+
+    async def erase_users(self, blind_index: bytes) -> int:
+        def erase(connection: sqlite3.Connection) -> int:
+            cursor = connection.execute(
+                "UPDATE events SET user_key_id = NULL, user_ciphertext = NULL,"
+                " user_blind_index = NULL, user_erased = 1 WHERE user_blind_index = ?",
+                (blind_index,),
+            )
+            return cursor.rowcount
+
+        return await self._write(erase)
+
+    async def events_sealed_with_other_keys(
+        self, key_id: str, after_internal_id: str, limit: int
+    ) -> list[tuple[str, SealedUser]]:
+        def select(connection: sqlite3.Connection) -> list[tuple[str, SealedUser]]:
+            rows = connection.execute(
+                "SELECT internal_id, user_key_id, user_ciphertext, user_blind_index FROM events"
+                " WHERE internal_id > ? AND user_key_id IS NOT NULL AND user_key_id != ?"
+                " ORDER BY internal_id LIMIT ?",
+                (after_internal_id, key_id, limit),
+            )
+            return [(row[0], SealedUser(row[1], row[2], row[3])) for row in rows]
+
+        return await self._read(select)
+
+    async def count_events_sealed_with_other_keys(self, key_id: str) -> int:
+        def count(connection: sqlite3.Connection) -> int:
+            row = connection.execute(
+                "SELECT count(*) FROM events WHERE user_key_id IS NOT NULL AND user_key_id != ?",
+                (key_id,),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._read(count)
+
+    async def reseal_users(self, rows: Sequence[tuple[str, SealedUser, str]]) -> int:
+        params = [
+            (sealed.key_id, sealed.ciphertext, sealed.blind_index, internal_id, old_key_id)
+            for internal_id, sealed, old_key_id in rows
+        ]
+
+        def update(connection: sqlite3.Connection) -> int:
+            before = connection.total_changes
+            connection.executemany(
+                "UPDATE events SET user_key_id = ?, user_ciphertext = ?, user_blind_index = ?"
+                " WHERE internal_id = ? AND user_key_id = ?",
+                params,
+            )
+            return connection.total_changes - before
+
+        return await self._write(update)
+
+
+def _event_row(event: EventRecord) -> tuple[object, ...]:
+    sealed = event.user
+    return (
+        event.internal_id,
+        event.id,
+        event.name,
+        event.data_json.decode(),
+        sealed.key_id if sealed else None,
+        sealed.ciphertext if sealed else None,
+        sealed.blind_index if sealed else None,
+        int(event.user_erased),
+        event.ts,
+        event.v,
+        event.meta_json.decode() if event.meta_json is not None else None,
+        event.received_at,
+    )
+
+
+def _event_record(row: Sequence[Any]) -> EventRecord:
+    sealed = SealedUser(row[4], row[5], row[6]) if row[4] is not None else None
+    return EventRecord(
+        internal_id=row[0],
+        id=row[1],
+        name=row[2],
+        data_json=row[3].encode(),
+        user=sealed,
+        user_erased=bool(row[7]),
+        ts=row[8],
+        v=row[9],
+        meta_json=row[10].encode() if row[10] is not None else None,
+        received_at=row[11],
+    )
+
+
+def _split_statements(sql: str) -> list[str]:
+    """Split a migration into statements (sqlite3 runs one per execute, inside our transaction)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in sql.splitlines():
+        current.append(line)
+        if sqlite3.complete_statement("\n".join(current)):
+            statement = "\n".join(current).strip()
+            if statement.strip(";").strip():
+                statements.append(statement)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current))
+    return statements
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():  # the caller was cancelled; the write still happened
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)
+
+
+def _set_result(future: asyncio.Future[None], value: None) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[None], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
