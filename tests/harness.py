@@ -54,7 +54,14 @@ class RunningServer:
     def command(self) -> list[str]:
         mode = "start" if self.production else "dev"
         args = [sys.executable, "-m", "headwater", mode, "--host", "127.0.0.1"]
-        args += ["--port", str(self.port), "--data-dir", str(self.data_dir), "--log-level", "warning"]
+        args += [
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+        ]
         if self.db_url:
             args += ["--db", self.db_url]
         if self.production:
@@ -63,8 +70,8 @@ class RunningServer:
 
     def start(self, timeout: float = 20.0) -> RunningServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=log)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

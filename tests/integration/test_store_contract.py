@@ -90,7 +90,9 @@ async def test_list_filters_by_name_and_received_window(store: Store) -> None:
         base,
         base + 20,
     }
-    window = await store.list_events(EventQuery(received_after=base + 10, received_before=base + 30))
+    window = await store.list_events(
+        EventQuery(received_after=base + 10, received_before=base + 30)
+    )
     assert [e.received_at for e in window] == [base + 20, base + 10]
     assert all(not e.name.startswith("inngest/") for e in await store.list_events(EventQuery()))
     with_system = await store.list_events(EventQuery(include_system=True))
@@ -125,7 +127,10 @@ async def test_reseal_moves_rows_to_the_new_key(store: Store) -> None:
     todo = first + rest
     assert [row[0] for row in todo] == sorted(e.internal_id for e in old)
     updated = await store.reseal_users(
-        [(internal_id, SealedUser("new", b"re-" + s.ciphertext, None), s.key_id) for internal_id, s in todo]
+        [
+            (internal_id, SealedUser("new", b"re-" + s.ciphertext, None), s.key_id)
+            for internal_id, s in todo
+        ]
     )
     assert updated == 5
     assert await store.count_events_sealed_with_other_keys("new") == 0
