@@ -1,8 +1,10 @@
 -- Events as received. `user` is only ever stored sealed (AES-256-GCM, see crypto.py).
+-- internal_id and name sort in the "C" collation (byte order, as in SQLite) whatever the database's
+-- locale, so paging by internal id and `LIKE 'prefix%'` behave alike on both backends.
 CREATE TABLE events (
-    internal_id      TEXT    NOT NULL PRIMARY KEY,  -- server-made ULID, what the API returns
+    internal_id      TEXT COLLATE "C" NOT NULL PRIMARY KEY,  -- server-made ULID, what the API returns
     id               TEXT    NOT NULL,              -- the sender's id (idempotency key) or internal_id
-    name             TEXT    NOT NULL,
+    name             TEXT COLLATE "C" NOT NULL,
     data             JSONB   NOT NULL,
     user_key_id      TEXT,                          -- the key that sealed user_ciphertext
     user_ciphertext  BYTEA,                         -- nonce || AES-GCM(user JSON), AAD = internal_id
