@@ -1,0 +1,219 @@
+"""`Headwater`, the application's handle on a Headwater (or Inngest) server.
+
+This module only wires things together: settings come from `config.py`, sending from `sender.py`.
+It owns the pooled httpx clients, created on first use and reused, so that the one-liner
+`await Headwater(app_id="shop").send({...})` works and a long-lived instance keeps its connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.metadata
+import os
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable
+from types import TracebackType
+from typing import Final, Self
+
+import httpx
+
+from headwater.errors import ConfigurationError
+from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
+from headwater.sdk.config import ClientConfig, resolve_config
+from headwater.sdk.sender import (
+    Backoff,
+    EventSender,
+    SendInput,
+    SendResult,
+    backoff_delay,
+    drive_async,
+    drive_sync,
+)
+
+SDK_NAME: Final = "headwater-py"
+
+
+def sdk_version() -> str:
+    """The installed version of the `headwater` package, or "0.0.0" when it is not installed."""
+    try:
+        return importlib.metadata.version("headwater")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Headwater:
+    """A client of one app: sends events (and, later, defines the app's functions).
+
+    Settings are resolved once, here: explicit arguments, then `HEADWATER_*`, then `INNGEST_*`
+    environment variables (see `headwater.sdk.config`). Connections are pooled; release them with
+    `close()` / `aclose()` or by using the client as a (async) context manager.
+
+    `transport` replaces httpx's network transport (tests pass an `httpx.MockTransport`), and
+    `backoff(attempt) -> seconds` replaces the retry delay (tests pass `lambda _: 0`).
+    """
+
+    def __init__(
+        self,
+        app_id: str,
+        *,
+        base_url: str | None = None,
+        event_key: str | None = None,
+        event_api_base_url: str | None = None,
+        timeout: float = 10.0,
+        max_attempts: int = 5,
+        limits: EventLimits | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not isinstance(app_id, str) or not app_id.strip():
+            raise ConfigurationError(f"app_id must be a non-empty string, got {app_id!r}")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not timeout > 0:
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        self.app_id = app_id
+        self.config: ClientConfig = resolve_config(
+            os.environ,
+            base_url=base_url,
+            event_api_base_url=event_api_base_url,
+            event_key=event_key,
+        )
+        agent = f"{SDK_NAME}:v{sdk_version()}"
+        self._sender = EventSender(
+            self.config.event_url,
+            headers={"user-agent": agent, "x-inngest-sdk": agent},
+            limits=limits or DEFAULT_LIMITS,
+            max_attempts=max_attempts,
+            backoff=backoff or backoff_delay,
+        )
+        self._timeout = httpx.Timeout(timeout)
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._sync_client: httpx.Client | None = None
+        self._sync_closer: Callable[[], object] | None = None
+        # An AsyncClient's connections belong to the event loop that opened them, so each loop
+        # gets its own client; a loop that is garbage-collected takes its entry with it.
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"Headwater(app_id={self.app_id!r}, event_api={self.config.event_api_base_url!r})"
+
+    async def send(self, events: SendInput) -> SendResult:
+        """Send one event or a list of events; return their ids in input order.
+
+        Every event is validated first: a bad one raises EventValidationError and nothing is sent.
+        Large lists go out as several requests, one after the other. Raises SendRejectedError when
+        the server refuses a request (4xx, not retried) and SendFailedError when it cannot be
+        reached or keeps failing (5xx) after `max_attempts`. When a later request of a split send
+        fails, the earlier ones were already stored.
+        """
+        flow = self._sender.flow(events)
+        return await drive_async(flow, await self._loop_client(), asyncio.sleep)
+
+    def send_sync(self, events: SendInput) -> SendResult:
+        """`send` for code without an event loop: the same rules, with blocking I/O."""
+        flow = self._sender.flow(events)
+        return drive_sync(flow, self._blocking_client(), time.sleep)
+
+    def close(self) -> None:
+        """Release the pooled connections of `send_sync` (use `aclose` for those of `send`)."""
+        with self._lock:
+            closer, self._sync_client, self._sync_closer = self._sync_closer, None, None
+        if closer is not None:
+            closer()
+
+    async def aclose(self) -> None:
+        """Release the pooled connections of `send` (on this event loop) and of `send_sync`."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._async_clients.pop(loop, None)
+        if entry is not None:
+            await entry[1].aclose()  # its `finally` closes the client
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _blocking_client(self) -> httpx.Client:
+        with self._lock:
+            if self._sync_client is None:
+                transport = self._transport
+                if transport is not None and not isinstance(transport, httpx.BaseTransport):
+                    raise ConfigurationError(
+                        f"transport {transport!r} is async-only; use `await send()`"
+                    )
+                client = httpx.Client(
+                    transport=transport, timeout=self._timeout, verify=_ssl_context()
+                )
+                # Closed when this object is garbage-collected (or at exit) if `close()` never
+                # is, so an unclosed client does not drop its sockets unclosed.
+                self._sync_closer = weakref.finalize(self, client.close)
+                self._sync_client = client
+            return self._sync_client
+
+    async def _loop_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._async_clients.get(loop)
+            if entry is not None:
+                return entry[0]
+            transport = self._transport
+            if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+                raise ConfigurationError(f"transport {transport!r} is sync-only; use `send_sync()`")
+            client = httpx.AsyncClient(
+                transport=transport, timeout=self._timeout, verify=_ssl_context()
+            )
+            closer = _close_at_loop_end(client)
+            self._async_clients[loop] = (client, closer)
+        # Starting the closer registers it with the loop; it never suspends here, so no other
+        # task runs between the registration above and the return below.
+        await anext(closer)
+        return client
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # httpx builds a fresh context per client otherwise, which takes 50-100 ms (reading the CA
+    # bundle) and, in `send`, blocks the event loop; one context serves every client safely.
+    return httpx.create_ssl_context()
+
+
+async def _close_at_loop_end(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Close `client` on its own loop, even when the application never calls `aclose()`.
+
+    asyncio finalizes a suspended async generator on the loop that started it: when the generator
+    is garbage-collected (its Headwater is gone: the `await Headwater(...).send(...)` one-liner)
+    and, at the latest, when `asyncio.run` ends (`loop.shutdown_asyncgens`). Without this, the
+    pooled sockets would be dropped unclosed, with ResourceWarnings, once the loop is gone.
+    """
+    try:
+        yield
+    finally:
+        await client.aclose()
