@@ -15,7 +15,9 @@ def test_prefix_is_dropped() -> None:
 
 
 def test_hashed_form_is_sha256_of_the_hex_decoded_key() -> None:
-    assert hashed_signing_key(KEY) == hashlib.sha256(bytes.fromhex("0123456789abcdef" * 4)).hexdigest()
+    assert (
+        hashed_signing_key(KEY) == hashlib.sha256(bytes.fromhex("0123456789abcdef" * 4)).hexdigest()
+    )
 
 
 def test_bearer_accepts_raw_hashed_and_fallback() -> None:
