@@ -446,3 +446,12 @@ def test_keys_rotate_reseals_old_rows_while_the_server_runs(tmp_path: Path) -> N
     with sqlite3.connect(tmp_path / "headwater.db") as conn:
         key_ids = {row[0] for row in conn.execute("SELECT user_key_id FROM events")}
     assert old_key not in key_ids and len(key_ids) == 1
+
+
+def test_nul_in_data_is_refused_on_every_backend(client: httpx.Client) -> None:
+    # PostgreSQL cannot store NUL; SQLite could, but both backends must accept the same events.
+    name = unique()
+    response = client.post("/e/k", json=[{"name": name}, {"name": name, "data": {"a": "x\u0000y"}}])
+    assert response.status_code == 400
+    assert response.json()["error"] == "event 1: data must not contain the NUL character (\\u0000)"
+    assert listed(client, name) == []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import orjson
 import pytest
 
 from headwater.crypto import SealedUser
+from headwater.errors import StoreError
 from headwater.protocol.ids import new_ulid
 from headwater.store import EventQuery, EventRecord, Store, open_store
 
@@ -20,6 +22,7 @@ def make_event(
     data: dict[str, object] | None = None,
     user: SealedUser | None = None,
     sender_id: str | None = None,
+    meta: dict[str, object] | None = None,
 ) -> EventRecord:
     internal_id = internal_id or new_ulid()
     return EventRecord(
@@ -30,19 +33,45 @@ def make_event(
         user=user,
         ts=received_at,
         v="2024-01-01.1",
-        meta_json=None,
+        meta_json=orjson.dumps(meta) if meta is not None else None,
         received_at=received_at,
     )
 
 
+def json_value(encoded: bytes | None) -> bytes | None:
+    """The JSON value of `encoded` in one spelling (sorted keys, no spaces). A store keeps the
+    value, not the bytes: PostgreSQL's JSONB normalises key order and whitespace. Comparing this
+    form, not parsed objects, keeps `true` apart from `1` and `1.0` apart from `1`."""
+    if encoded is None:
+        return None
+    return orjson.dumps(orjson.loads(encoded), option=orjson.OPT_SORT_KEYS)
+
+
+def assert_stored_as(got: EventRecord | None, sent: EventRecord) -> None:
+    """`got` is `sent` read back: every field equal, `data`/`meta` as JSON values."""
+    assert got is not None
+    assert json_value(got.data_json) == json_value(sent.data_json)
+    assert json_value(got.meta_json) == json_value(sent.meta_json)
+    without_json = dataclasses.replace(got, data_json=b"", meta_json=None)
+    assert without_json == dataclasses.replace(sent, data_json=b"", meta_json=None)
+
+
 async def test_append_then_get_round_trips_every_field(store: Store) -> None:
     sealed = SealedUser("k1", b"\x00\x01ciphertext", b"\x09" * 32)
-    event = make_event(data={"a": [1, 2, {"b": None}], "s": "é"}, user=sealed, sender_id="order-1")
+    data: dict[str, object] = {
+        "zz": [1, 2, {"b": None}],  # JSONB would list "a" first: compared as values
+        "a": {"t": True, "one": 1, "f": 1.5, "big": 2**62, "neg": -3},
+        "s": 'é ✓ 😀 "quoted"\n',
+    }
+    event = make_event(data=data, user=sealed, sender_id="order-1", meta={"ip": "10.0.0.1"})
     assert await store.append_events([event]) == 1
     got = await store.get_event(event.internal_id)
-    assert got is not None
-    assert got == event
-    assert orjson.loads(got.data_json) == {"a": [1, 2, {"b": None}], "s": "é"}
+    assert_stored_as(got, event)
+    assert got is not None and orjson.loads(got.data_json) == data
+    assert got.meta_json is not None and orjson.loads(got.meta_json) == {"ip": "10.0.0.1"}
+    listed = await store.list_events(EventQuery())
+    assert len(listed) == 1
+    assert_stored_as(listed[0], event)
 
 
 async def test_get_unknown_event_is_none(store: Store) -> None:
@@ -148,7 +177,7 @@ async def test_reopen_keeps_data_and_migrations_are_idempotent(store_url: str) -
     second = open_store(store_url)
     await second.open()
     try:
-        assert await second.get_event(event.internal_id) == event
+        assert_stored_as(await second.get_event(event.internal_id), event)
     finally:
         await second.close()
 
@@ -157,3 +186,48 @@ async def test_reopen_keeps_data_and_migrations_are_idempotent(store_url: str) -
 async def test_batches_of_many_sizes(store: Store, size: int) -> None:
     assert await store.append_events([make_event() for _ in range(size)]) == size
     assert await store.count_events() == size
+
+
+async def test_a_batch_that_fails_part_way_stores_nothing(store: Store) -> None:
+    kept = make_event()
+    await store.append_events([kept])
+    # An epoch-ms beyond 64 bits cannot be stored by either database; it comes third of four.
+    batch = [make_event(), make_event(), make_event(received_at=2**63), make_event()]
+    # PostgreSQL reports it as StoreError ("bigint out of range"); sqlite3 raises OverflowError
+    # while binding the third row, after the first two were inserted.
+    with pytest.raises((StoreError, OverflowError)):
+        await store.append_events(batch)
+    assert await store.count_events() == 1
+    assert all([await store.get_event(e.internal_id) is None for e in batch])
+    assert_stored_as(await store.get_event(kept.internal_id), kept)
+    # The failure left nothing behind that blocks the next batch.
+    assert await store.append_events([make_event(), make_event()]) == 2
+    assert await store.count_events() == 3
+
+
+async def test_an_id_repeated_within_one_batch_is_stored_once_first_wins(store: Store) -> None:
+    first = make_event(data={"v": 1})
+    again = dataclasses.replace(first, data_json=orjson.dumps({"v": 2}))
+    other = make_event()
+    assert await store.append_events([first, other, again]) == 2
+    got = await store.get_event(first.internal_id)
+    assert got is not None and orjson.loads(got.data_json) == {"v": 1}
+    assert await store.count_events() == 2
+
+
+async def test_concurrent_overlapping_appends_store_each_event_once(store: Store) -> None:
+    """Retried sends racing each other: batches share ids and list them in opposite orders, the
+    pattern that deadlocks two inserting transactions that lock the same keys in different orders.
+    Every id is stored exactly once and counted as new by exactly one caller."""
+    events = [make_event(f"app/race{i}") for i in range(110)]
+    batches: list[list[EventRecord]] = []
+    for task in range(24):
+        start = (task * 10) % 80  # windows of 40 ids overlapping their neighbours by 30
+        window = events[start : start + 40]
+        batches.append(window if task % 2 else window[::-1])
+    counts = await asyncio.gather(*(store.append_events(batch) for batch in batches))
+    stored_ids = {e.internal_id for batch in batches for e in batch}
+    assert sum(counts) == len(stored_ids)
+    assert await store.count_events() == len(stored_ids)
+    listed = await store.list_events(EventQuery(limit=1000))
+    assert sorted(e.internal_id for e in listed) == sorted(stored_ids)

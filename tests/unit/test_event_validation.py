@@ -145,3 +145,22 @@ def test_event_size_limit() -> None:
     with pytest.raises(EventValidationError) as caught:
         check_event_size(4, 101, limits)
     assert str(caught.value) == "event 4: is 101 bytes; the limit is 100 bytes per event"
+
+
+@pytest.mark.parametrize("field", ["name", "id", "v"])
+def test_nul_characters_are_refused_in_text_fields(field: str) -> None:
+    raw = {"name": "app/a", field: "a\x00b"}
+    assert error_of(raw) == f"event 3: {field} must not contain the NUL character (\\u0000)"
+
+
+def test_nul_detection_in_json_values() -> None:
+    import orjson
+
+    from headwater.protocol.events import encoded_has_nul
+
+    for value in [{"a": "x\x00"}, {"k\x00": 1}, {"a": [1, {"b": "\x00"}]}]:
+        assert encoded_has_nul(orjson.dumps(value), value)
+    # A literal backslash-u-0000 text is not a NUL character.
+    literal = {"a": "\\u0000"}
+    assert not encoded_has_nul(orjson.dumps(literal), literal)
+    assert not encoded_has_nul(orjson.dumps({"a": "plain"}), {"a": "plain"})

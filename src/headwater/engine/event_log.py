@@ -13,8 +13,15 @@ from dataclasses import dataclass
 import orjson
 
 from headwater.crypto import KeySource, SealedUser
-from headwater.errors import UnknownKeyError
-from headwater.protocol.events import DEFAULT_LIMITS, EventLimits, NormalizedEvent, normalize_events
+from headwater.errors import EventValidationError, UnknownKeyError
+from headwater.protocol.events import (
+    DEFAULT_LIMITS,
+    NUL_PROBLEM,
+    EventLimits,
+    NormalizedEvent,
+    encoded_has_nul,
+    normalize_events,
+)
 from headwater.protocol.ids import IdSeed, new_ulid
 from headwater.store import EventQuery, EventRecord, Store
 from headwater.types import JSONObject, Millis
@@ -66,18 +73,24 @@ class EventLog:
         """Give each event its internal id and seal its `user`: what the store will keep."""
         ring = self.keys.ring()
         records: list[EventRecord] = []
-        for position, event in enumerate(events, start=1):
-            internal_id = seed.ulid(position) if seed is not None else new_ulid()
+        for index, event in enumerate(events):
+            internal_id = seed.ulid(index + 1) if seed is not None else new_ulid()
+            data_json = orjson.dumps(event.data)
+            meta_json = orjson.dumps(event.meta) if event.meta is not None else None
+            if encoded_has_nul(data_json, event.data):
+                raise EventValidationError(index, "data", NUL_PROBLEM)
+            if meta_json is not None and encoded_has_nul(meta_json, event.meta):
+                raise EventValidationError(index, "meta", NUL_PROBLEM)
             records.append(
                 EventRecord(
                     internal_id=internal_id,
                     id=event.id or internal_id,
                     name=event.name,
-                    data_json=orjson.dumps(event.data),
+                    data_json=data_json,
                     user=ring.seal(event.user, internal_id) if event.user else None,
                     ts=event.ts,
                     v=event.v,
-                    meta_json=orjson.dumps(event.meta) if event.meta is not None else None,
+                    meta_json=meta_json,
                     received_at=received_at,
                 )
             )

@@ -18,6 +18,8 @@ from headwater.types import JSONObject, Millis
 RESERVED_PREFIX: Final = "inngest/"
 #: Inngest reserves this key of `data` for its own metadata and drops it on ingest.
 RESERVED_DATA_KEY: Final = "_inngest"
+#: PostgreSQL cannot store NUL in text or JSONB; it is refused everywhere so both backends agree.
+NUL_PROBLEM: Final = "must not contain the NUL character (\\u0000)"
 MIN_TS: Final[Millis] = 315_532_800_000  # 1980-01-01T00:00:00Z
 MAX_TS: Final[Millis] = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
@@ -91,6 +93,8 @@ def normalize_event(
         raise EventValidationError(index, "name", f"must be a string, not {_json_type(name)}")
     if not name.strip():
         raise EventValidationError(index, "name", "must not be empty")
+    if "\x00" in name:
+        raise EventValidationError(index, "name", NUL_PROBLEM)
     if len(name) > limits.max_name_length:
         raise EventValidationError(
             index, "name", f"is {len(name)} characters long; the limit is {limits.max_name_length}"
@@ -117,6 +121,8 @@ def normalize_event(
     event_id = raw.get("id")
     if event_id is not None and not isinstance(event_id, str):
         raise EventValidationError(index, "id", f"must be a string, not {_json_type(event_id)}")
+    if event_id and "\x00" in event_id:
+        raise EventValidationError(index, "id", NUL_PROBLEM)
 
     ts = raw.get("ts")
     if ts is None or ts == 0:
@@ -131,6 +137,8 @@ def normalize_event(
     version = raw.get("v")
     if version is not None and not isinstance(version, str):
         raise EventValidationError(index, "v", f"must be a string, not {_json_type(version)}")
+    if version and "\x00" in version:
+        raise EventValidationError(index, "v", NUL_PROBLEM)
 
     meta = raw.get("meta")
     if meta is not None and not isinstance(meta, dict):
@@ -163,6 +171,24 @@ def check_event_size(index: int, size: int, limits: EventLimits) -> None:
         raise EventValidationError(
             index, "", f"is {size} bytes; the limit is {limits.max_event_bytes} bytes per event"
         )
+
+
+def encoded_has_nul(encoded: bytes, value: object) -> bool:
+    """Whether a JSON value holds a NUL character in any string or key; `encoded` is its JSON
+    encoding, checked first so the common case costs one byte search."""
+    if b"\\u0000" not in encoded:
+        return False
+    return _has_nul(value)
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _json_type(value: object) -> str:

@@ -168,7 +168,10 @@ class SQLiteStore:
                 try:
                     job.result = job.work(connection)
                 except Exception as exc:
-                    job.error = exc
+                    # The same error type as the PostgreSQL backend: callers branch on StoreError.
+                    error = StoreError(f"SQLite write failed: {exc}")
+                    error.__cause__ = exc
+                    job.error = error
                     connection.execute("ROLLBACK TO job")
                 connection.execute("RELEASE job")
             connection.execute("COMMIT")
