@@ -3,6 +3,7 @@
     HeadwaterError                    root: `except HeadwaterError` catches all of ours
     ├── ConfigurationError            bad settings, missing keys, unusable URLs
     ├── EventValidationError          an event is malformed (names the event's index and field)
+    ├── ExpressionError               a CEL expression does not compile, breaks a policy, or fails
     ├── SendError                     the server refused or could not take a send
     │   ├── SendRejectedError         4xx: the server's message, never retried
     │   └── SendFailedError           network errors or 5xx after every retry
@@ -16,6 +17,8 @@ Every error that reaches an HTTP client carries a stable `code` (see `server/res
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 
 class HeadwaterError(Exception):
@@ -40,6 +43,19 @@ class EventValidationError(HeadwaterError):
         super().__init__(
             f"event {index}: {field} {problem}" if field else f"event {index}: {problem}"
         )
+
+
+class ExpressionError(HeadwaterError):
+    """A CEL expression does not compile, breaks a validation policy, or failed to evaluate.
+
+    `source` is the expression's text.
+    """
+
+    code = "invalid_expression"
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        self.source = source
+        super().__init__(message)
 
 
 class SendError(HeadwaterError):
@@ -80,3 +96,53 @@ class UnknownKeyError(CryptoError):
 
 class DecryptionError(CryptoError):
     code = "decryption_failed"
+
+
+class FunctionDefinitionError(HeadwaterError):
+    """A function's configuration is invalid (reported when it is defined, not when it runs)."""
+
+    code = "invalid_function"
+
+
+class NonRetriableError(HeadwaterError):
+    """Raise from a function or step to fail it at once, without further attempts."""
+
+    code = "non_retriable_error"
+
+
+class RetryAfterError(HeadwaterError):
+    """Raise from a function or step to retry it, but not before `retry_after`
+    (a timedelta from now, a number of seconds, or an aware datetime)."""
+
+    code = "retry_after_error"
+
+    def __init__(self, message: str, retry_after: timedelta | float | datetime) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class StepError(HeadwaterError):
+    """A step failed for good (its last attempt, or a NonRetriableError); raised in the function
+    at that step so user code can catch it. `name`, `message` and `stack` are the original's."""
+
+    code = "step_failed"
+
+    def __init__(self, step: str, name: str, message: str, stack: str | None = None) -> None:
+        self.step = step
+        self.name = name
+        self.original_message = message
+        self.stack = stack
+        super().__init__(f"step {step!r} failed: {name}: {message}")
+
+
+class NonDeterminismError(HeadwaterError):
+    """A resumed run reached steps other than those it recorded: the function's code or inputs
+    changed between attempts, so its memoized results can no longer be trusted."""
+
+    code = "non_determinism"
+
+
+class StepLimitError(HeadwaterError):
+    """A run exceeded a limit on its steps (count, one output's size, or the whole state)."""
+
+    code = "step_limit_exceeded"
