@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import re
@@ -27,6 +28,8 @@ from headwater.crypto import (
     key_ring_from_env,
 )
 from headwater.errors import ConfigurationError, HeadwaterError
+from headwater.flow.retry import RetryPolicy
+from headwater.sdk.functions import FunctionDefinition
 
 app = typer.Typer(
     name="headwater",
@@ -45,6 +48,8 @@ ENV_SIGNING_KEY = "HEADWATER_SIGNING_KEY"
 ENV_SIGNING_KEY_FALLBACK = "HEADWATER_SIGNING_KEY_FALLBACK"
 ENV_ENCRYPTION_KEYS = "HEADWATER_ENCRYPTION_KEYS"
 ENV_BLIND_INDEX_KEY = "HEADWATER_BLIND_INDEX_KEY"
+#: Base of the retry backoff (default 1 s); tests and impatient demos lower it.
+ENV_RETRY_BASE_MS = "HEADWATER_RETRY_BASE_MS"
 _SIGNING_KEY = re.compile(r"^(signkey-\w+-)?([0-9a-fA-F]{2})+$")
 
 HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
@@ -72,7 +77,55 @@ def _production_keys() -> KeySource | None:
     return StaticKeys(key_ring_from_env(value, os.environ.get(ENV_BLIND_INDEX_KEY, "")))
 
 
-def _serve(settings: ServerSettings, keys: KeySource, log_level: str) -> None:
+AppOption = Annotated[
+    str | None,
+    typer.Argument(
+        help="Your app, as module:attribute (a Headwater instance), e.g. shop.app:hw: its functions "
+        "run in this process."
+    ),
+]
+
+
+def _load_functions(target: str | None) -> list[FunctionDefinition]:
+    """The functions of `module:attribute` (a Headwater instance or a list of definitions)."""
+    if not target:
+        return []
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise _fail(f"app {target!r} must look like module:attribute, e.g. shop.app:hw")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _fail(f"cannot import {module_name!r}: {exc}") from None
+    value = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise _fail(f"{module_name!r} has no attribute {attribute!r}")
+        value = getattr(value, part)
+    functions = getattr(value, "functions", value)
+    if not isinstance(functions, list | tuple) or not all(
+        isinstance(f, FunctionDefinition) for f in functions
+    ):
+        raise _fail(f"{target!r} is neither a Headwater instance nor a list of functions")
+    return list(functions)
+
+
+def _retry_policy() -> RetryPolicy:
+    base = os.environ.get(ENV_RETRY_BASE_MS)
+    if base is None:
+        return RetryPolicy()
+    if not base.isdigit():
+        raise _fail(f"{ENV_RETRY_BASE_MS} must be a whole number of milliseconds")
+    return RetryPolicy(base_ms=int(base))
+
+
+def _serve(
+    settings: ServerSettings,
+    keys: KeySource,
+    log_level: str,
+    functions: list[FunctionDefinition] | None = None,
+) -> None:
     import uvicorn
 
     from headwater.server.app import create_app
@@ -81,7 +134,7 @@ def _serve(settings: ServerSettings, keys: KeySource, log_level: str) -> None:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = uvicorn.Config(
-        create_app(settings, keys),
+        create_app(settings, keys, functions=functions or []),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -96,11 +149,14 @@ def _serve(settings: ServerSettings, keys: KeySource, log_level: str) -> None:
         f"[bold]Headwater {__version__}[/] ({settings.mode} mode) on "
         f"[cyan]http://{settings.host}:{settings.port}[/], data in {settings.database_url}"
     )
+    for function in functions or []:
+        console.print(f"  function [bold]{function.slug}[/]")
     uvicorn.Server(config).run()
 
 
 @app.command()
 def dev(
+    app_target: AppOption = None,
     host: HostOption = DEFAULT_HOST,
     port: PortOption = DEFAULT_PORT,
     db: DbOption = None,
@@ -108,15 +164,19 @@ def dev(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a dev server: any event key accepted, open API, loopback by default."""
-    settings = ServerSettings(mode=Mode.DEV, host=host, port=port, data_dir=data_dir, db_url=db)
+    settings = ServerSettings(
+        mode=Mode.DEV, host=host, port=port, data_dir=data_dir, db_url=db, retry=_retry_policy()
+    )
+    functions = _load_functions(app_target)
     keys: KeySource | None = _production_keys()
     if keys is None:
         keys = KeyFile.load_or_create(settings.key_file)
-    _serve(settings, keys, log_level)
+    _serve(settings, keys, log_level, functions)
 
 
 @app.command()
 def start(
+    app_target: AppOption = None,
     event_key: Annotated[
         list[str] | None,
         typer.Option(
@@ -172,8 +232,9 @@ def start(
         event_keys=frozenset(keys_given),
         signing_key=signing_key,
         signing_key_fallback=signing_key_fallback,
+        retry=_retry_policy(),
     )
-    _serve(settings, keys, log_level)
+    _serve(settings, keys, log_level, _load_functions(app_target))
 
 
 def _parse_json_object(text: str | None, option: str) -> dict[str, Any]:

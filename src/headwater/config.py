@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from headwater.flow.retry import RetryPolicy
 from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
 
 DEFAULT_HOST = "127.0.0.1"
@@ -31,6 +32,7 @@ class ServerSettings:
     signing_key: str | None = None
     signing_key_fallback: str | None = None
     limits: EventLimits = DEFAULT_LIMITS
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def database_url(self) -> str:

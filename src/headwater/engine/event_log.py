@@ -7,8 +7,9 @@ CLI, later the engine's own system events), so every rule is applied once.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -24,6 +25,9 @@ from headwater.protocol.events import (
 )
 from headwater.protocol.ids import IdSeed, new_ulid
 from headwater.store import EventQuery, EventRecord, Store
+
+if TYPE_CHECKING:
+    from headwater.engine.triggers import RunPlanner
 from headwater.types import JSONObject, Millis
 
 
@@ -44,10 +48,20 @@ class StoredEvent:
 
 
 class EventLog:
-    def __init__(self, store: Store, keys: KeySource, limits: EventLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: KeySource,
+        limits: EventLimits = DEFAULT_LIMITS,
+        *,
+        planner: RunPlanner | None = None,
+        on_runs: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.limits = limits
+        self.planner = planner
+        self.on_runs = on_runs
 
     async def append(
         self,
@@ -64,7 +78,12 @@ class EventLog:
         now = received_at if received_at is not None else time.time_ns() // 1_000_000
         events = normalize_events(raw_events, now, self.limits)
         records = self.seal(events, seed, now)
-        await self.store.append_events(records)
+        # The runs these events start are stored in the same transaction as the events: an
+        # acknowledged event never loses its runs to a crash.
+        runs = self.planner.plan(records, events, now) if self.planner is not None else []
+        await self.store.append_events(records, runs)
+        if runs and self.on_runs is not None:
+            self.on_runs()
         return [record.internal_id for record in records]
 
     def seal(

@@ -15,15 +15,23 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import httpx
 
-from headwater.errors import ConfigurationError
+from headwater.errors import ConfigurationError, FunctionDefinitionError
 from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
 from headwater.sdk.config import ClientConfig, resolve_config
+from headwater.sdk.functions import (
+    DEFAULT_RETRIES,
+    CronTrigger,
+    EventTrigger,
+    FunctionDefinition,
+    Trigger,
+    define_function,
+)
 from headwater.sdk.sender import (
     Backoff,
     EventSender,
@@ -103,8 +111,52 @@ class Headwater:
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
 
+        self._functions: dict[str, FunctionDefinition] = {}
+
     def __repr__(self) -> str:
         return f"Headwater(app_id={self.app_id!r}, event_api={self.config.event_api_base_url!r})"
+
+    # -- functions ---------------------------------------------------------------------------
+
+    @staticmethod
+    def on_event(event: str, *, if_: str | None = None) -> EventTrigger:
+        """A trigger on events named `event` (`app/*` and `app/user.*` match families), when
+        the CEL expression `if_` (which sees `event`) holds."""
+        return EventTrigger(event, if_)
+
+    @staticmethod
+    def on_cron(cron: str) -> CronTrigger:
+        """A schedule: five cron fields, optionally prefixed `TZ=<zone> `."""
+        return CronTrigger(cron)
+
+    def function(
+        self,
+        *,
+        id: str,
+        trigger: Trigger | None = None,
+        triggers: Sequence[Trigger] = (),
+        name: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+    ) -> Callable[[Callable[..., Any]], FunctionDefinition]:
+        """Define a durable function of this app. `async def f(ctx: Context)` or
+        `def f(ctx: ContextSync)`; with no trigger it runs only when invoked."""
+        all_triggers = [*([trigger] if trigger is not None else []), *triggers]
+
+        def register(handler: Callable[..., Any]) -> FunctionDefinition:
+            definition = define_function(
+                self.app_id, handler, id=id, triggers=all_triggers, name=name, retries=retries
+            )
+            if id in self._functions:
+                raise FunctionDefinitionError(f"app {self.app_id!r} already has a function {id!r}")
+            self._functions[id] = definition
+            return definition
+
+        return register
+
+    @property
+    def functions(self) -> list[FunctionDefinition]:
+        """This app's functions, in definition order."""
+        return list(self._functions.values())
 
     async def send(self, events: SendInput) -> SendResult:
         """Send one event or a list of events; return their ids in input order.

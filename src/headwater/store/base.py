@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from headwater.crypto import SealedUser
+from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord
 from headwater.types import Millis
 
 
@@ -54,9 +55,15 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def append_events(self, events: Sequence[EventRecord]) -> int:
+    async def append_events(
+        self, events: Sequence[EventRecord], runs: Sequence[NewRun] = ()
+    ) -> int:
         """Store every event or none. An event whose internal id is already stored is left as it
-        is (a retried send with the same id seed); returns how many rows were new."""
+        is (a retried send with the same id seed); returns how many rows were new.
+
+        `runs` are the runs these events start, created in the same transaction (as
+        `create_runs` does) so that an acknowledged event never loses its runs. When a seeded
+        retry stores no new event, its runs are not created again either."""
 
     async def get_event(self, internal_id: str) -> EventRecord | None: ...
 
@@ -80,3 +87,57 @@ class Store(Protocol):
         """Replace sealed users: (internal id, new sealed user, the key id it was sealed with).
         A row whose key id changed meanwhile (rotated or erased by someone else) is left alone.
         Returns how many rows were updated."""
+
+    # -- runs ----------------------------------------------------------------------------------
+    # A run is created Queued with one queue item; executions claim items with a lease, record
+    # steps, then either reschedule the item (sleep, retry) or finish the run (deleting the item).
+
+    async def create_runs(self, runs: Sequence[NewRun]) -> list[RunRecord]:
+        """Create every run in one transaction, in order. A run whose idempotency key is held by
+        an earlier, unexpired run of the same function is stored as Skipped (reason
+        "duplicate event id") with no queue item; the others are Queued with one item due at
+        `start_at`. Returns the stored records in input order."""
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs_for_event(self, event_internal_id: str) -> list[RunRecord]:
+        """Runs whose triggering events include this one, oldest first."""
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's memoized steps in the order they were recorded."""
+
+    async def claim_due(
+        self, owner: str, now: Millis, lease_ms: int, limit: int
+    ) -> list[QueueItem]:
+        """Lease up to `limit` items due at `now` (due_at <= now, no live lease), oldest due first.
+        A claimed run that was Queued becomes Running (started_at = now)."""
+
+    async def next_due_at(self) -> Millis | None:
+        """The earliest due time among unleased items (or expired leases), if any."""
+
+    async def record_step(self, step: StepRecord) -> bool:
+        """Store a step's memo; a memo already stored for (run_id, step_id) is kept (a finished
+        step's result is recorded exactly once). Returns whether this call stored it."""
+
+    async def reschedule(self, item_id: str, owner: str, due_at: Millis, attempt: int) -> bool:
+        """Release the lease of an item and make it due again at `due_at` with `attempt`.
+        False if `owner` no longer holds the lease (it expired and someone else took it)."""
+
+    async def finish_run(
+        self,
+        run_id: str,
+        item_id: str | None,
+        owner: str | None,
+        status: RunStatus,
+        ended_at: Millis,
+        *,
+        output_json: bytes | None = None,
+        error_json: bytes | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """Set a final status and delete the run's queue items, in one transaction. With an
+        `item_id`, only if `owner` still holds that item's lease; a run already final is left
+        as it is. Returns whether the run was finished by this call."""
+
+    async def extend_lease(self, item_id: str, owner: str, lease_until: Millis) -> bool:
+        """Keep a long execution's lease alive; False if `owner` lost it."""

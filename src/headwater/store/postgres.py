@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.abc import Params
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,6 +34,9 @@ from headwater.crypto import SealedUser
 from headwater.errors import ConfigurationError, MigrationError, StoreError
 from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
+from headwater.store.postgres_runs import PostgresRunVerbs, append_with_runs_sql, run_batch_params
+from headwater.store.run_rules import plan_runs
+from headwater.store.runs import NewRun
 
 T = TypeVar("T")
 
@@ -67,16 +71,21 @@ _SELECT_EVENT: Final = (
 )
 #: `%b`: every array is sent in binary format. JSON travels as text[] and is cast row by row, so
 #: PostgreSQL parses each document once, server side.
+#: Named parameters (`e_*`): the statement is also the first CTE of an append that starts runs.
 _INSERT_EVENTS: Final = (
     f"INSERT INTO events ({_EVENT_COLUMNS})"
     " SELECT internal_id, id, name, data::jsonb, user_key_id, user_ciphertext, user_blind_index,"
     " user_erased, ts, v, meta::jsonb, received_at"
-    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[],"
-    " %b::bytea[], %b::bool[], %b::int8[], %b::text[], %b::text[], %b::int8[])"
+    " FROM unnest(%(e_internal_id)b::text[], %(e_id)b::text[], %(e_name)b::text[],"
+    " %(e_data)b::text[], %(e_user_key_id)b::text[], %(e_user_ciphertext)b::bytea[],"
+    " %(e_user_blind_index)b::bytea[], %(e_user_erased)b::bool[], %(e_ts)b::int8[],"
+    " %(e_v)b::text[], %(e_meta)b::text[], %(e_received_at)b::int8[])"
     " AS batch(internal_id, id, name, data, user_key_id, user_ciphertext, user_blind_index,"
     " user_erased, ts, v, meta, received_at)"
     " ON CONFLICT (internal_id) DO NOTHING"
 )
+_EVENT_PARAMS: Final = tuple(f"e_{column.strip()}" for column in _EVENT_COLUMNS.split(","))
+_APPEND_WITH_RUNS: Final = append_with_runs_sql(_INSERT_EVENTS)
 _RESEAL_USERS: Final = (
     "UPDATE events AS e SET user_key_id = r.key_id, user_ciphertext = r.ciphertext,"
     " user_blind_index = r.blind_index"
@@ -136,8 +145,9 @@ def _pool_settings(options: dict[str, str]) -> tuple[int, int, float]:
     return pool_min, pool_max, timeout
 
 
-class PostgresStore:
-    """`Store` on a PostgreSQL database (see the module docstring).
+class PostgresStore(PostgresRunVerbs):
+    """`Store` on a PostgreSQL database (see the module docstring). The run verbs come from
+    `PostgresRunVerbs` (postgres_runs.py) and use the same `_fetch`/`_rowcount`.
 
     URL: `postgresql://user:password@host:5432/dbname?pool_max=10`; the optional `pool_min`
     (default 1), `pool_max` (default 10) and `pool_timeout` (seconds, default 30) size the pool, every
@@ -251,14 +261,14 @@ class PostgresStore:
                     continue
                 raise StoreError(f"PostgreSQL: {exc}") from exc
 
-    async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    async def _fetch(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         async def fetch(connection: Connection) -> list[tuple[Any, ...]]:
             cursor = await connection.execute(sql, params)
             return await cursor.fetchall()
 
         return await self._run(fetch)
 
-    async def _rowcount(self, sql: str, params: Sequence[object]) -> int:
+    async def _rowcount(self, sql: str, params: Params) -> int:
         async def execute(connection: Connection) -> int:
             cursor = await connection.execute(sql, params)
             return max(cursor.rowcount, 0)
@@ -267,9 +277,14 @@ class PostgresStore:
 
     # -- events -------------------------------------------------------------------------------
 
-    async def append_events(self, events: Sequence[EventRecord]) -> int:
+    async def append_events(
+        self, events: Sequence[EventRecord], runs: Sequence[NewRun] = ()
+    ) -> int:
+        """With `runs`, one statement stores the events and then (only if at least one event was
+        new) the runs, as `create_runs` does; see `append_with_runs_sql`."""
         if not events:
             return 0
+        planned = plan_runs(runs) if runs else []
         # Rows are inserted (and their index entries locked) in internal id order, so two appends
         # sharing ids wait for each other instead of deadlocking. The sort is stable: of ids
         # repeated within one batch the first is stored, as in SQLite.
@@ -296,7 +311,11 @@ class PostgresStore:
                 strict=True,
             ):
                 column.append(value)
-        return await self._rowcount(_INSERT_EVENTS, columns)
+        params: dict[str, Any] = dict(zip(_EVENT_PARAMS, columns, strict=True))
+        if not planned:
+            return await self._rowcount(_INSERT_EVENTS, params)
+        rows = await self._fetch(_APPEND_WITH_RUNS, params | run_batch_params(planned))
+        return int(rows[0][0])
 
     async def get_event(self, internal_id: str) -> EventRecord | None:
         rows = await self._fetch(f"{_SELECT_EVENT} WHERE internal_id = %s", (internal_id,))

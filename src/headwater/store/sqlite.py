@@ -25,6 +25,9 @@ from headwater.crypto import SealedUser
 from headwater.errors import ConfigurationError, StoreError
 from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
+from headwater.store.run_rules import plan_runs
+from headwater.store.runs import NewRun
+from headwater.store.sqlite_runs import SQLiteRunVerbs, create_planned_runs
 
 T = TypeVar("T")
 
@@ -67,8 +70,9 @@ def parse_sqlite_url(url: str) -> tuple[Path | str, str]:
     return (raw_path if raw_path == ":memory:" else Path(raw_path)), synchronous
 
 
-class SQLiteStore:
-    """`Store` on one SQLite file (see the module docstring for how writes are grouped)."""
+class SQLiteStore(SQLiteRunVerbs):
+    """`Store` on one SQLite file (see the module docstring for how writes are grouped). The run
+    verbs come from `SQLiteRunVerbs` (sqlite_runs.py) and use the same `_write`/`_read`."""
 
     def __init__(self, url: str) -> None:
         path, synchronous = parse_sqlite_url(url)
@@ -238,10 +242,15 @@ class SQLiteStore:
 
     # -- events -------------------------------------------------------------------------------
 
-    async def append_events(self, events: Sequence[EventRecord]) -> int:
+    async def append_events(
+        self, events: Sequence[EventRecord], runs: Sequence[NewRun] = ()
+    ) -> int:
+        """With `runs`, the same job (so the same transaction) creates them as `create_runs`
+        does, but only if at least one event was new: a seeded retry starts no runs again."""
         if not events:
             return 0
         rows = [_event_row(event) for event in events]
+        planned = plan_runs(runs) if runs else []
 
         def insert(connection: sqlite3.Connection) -> int:
             before = connection.total_changes
@@ -250,7 +259,10 @@ class SQLiteStore:
                 " ON CONFLICT (internal_id) DO NOTHING",
                 rows,
             )
-            return connection.total_changes - before
+            new = connection.total_changes - before
+            if new and planned:
+                create_planned_runs(connection, planned)
+            return new
 
         return await self._write(insert)
 

@@ -1,0 +1,314 @@
+"""One execution of one run: load its state, call the function, act on what comes back.
+
+Every outcome is written before the item's lease is given up, so a crash at any point leaves the
+item to be claimed again when its lease expires, and a finished step is never executed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import orjson
+
+from headwater.engine.drivers import Driver
+from headwater.engine.event_log import EventLog
+from headwater.engine.registry import FunctionRegistry
+from headwater.errors import StepLimitError
+from headwater.flow.retry import RetryPolicy
+from headwater.protocol.steps import (
+    CallContext,
+    CallRequest,
+    CallResponse,
+    FunctionError,
+    Opcode,
+    StepOp,
+)
+from headwater.store import Store
+from headwater.store.runs import QueueItem, RunRecord, RunStatus, StepRecord
+from headwater.types import JSON, JSONObject, Millis
+
+log = logging.getLogger("headwater.executor")
+
+_EXCLUDED_EVENT_FIELDS: Final = ("internal_id", "received_at", "user_erased", "meta")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-run limits (Inngest's: PROTOCOL §1.10)."""
+
+    max_steps: int = 1_000
+    max_step_output_bytes: int = 4 * 1024 * 1024
+    max_state_bytes: int = 32 * 1024 * 1024
+
+
+def now_ms() -> Millis:
+    return time.time_ns() // 1_000_000
+
+
+class Executor:
+    def __init__(
+        self,
+        store: Store,
+        event_log: EventLog,
+        registry: FunctionRegistry,
+        driver: Driver,
+        *,
+        owner: str,
+        lease_ms: int,
+        retry: RetryPolicy,
+        limits: Limits = Limits(),
+        on_reschedule: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.event_log = event_log
+        self.registry = registry
+        self.driver = driver
+        self.owner = owner
+        self.lease_ms = lease_ms
+        self.retry = retry
+        self.limits = limits
+        self.on_reschedule = on_reschedule
+
+    async def run_item(self, item: QueueItem) -> None:
+        run = await self.store.get_run(item.run_id)
+        if run is None or run.status.is_final:
+            await self.store.finish_run(
+                item.run_id, item.item_id, self.owner, RunStatus.CANCELLED, now_ms()
+            )
+            return
+        function = self.registry.get(run.function_id)
+        if function is None:
+            await self._fail(
+                run,
+                item,
+                FunctionError("FunctionNotFound", f"no function {run.function_id!r} is registered"),
+            )
+            return
+        request, state_bytes = await self._request(run, item, function.max_attempts)
+        recorded = len(request.steps)
+        checkpoint_count = 0
+
+        async def checkpoint(op: StepOp) -> None:
+            nonlocal checkpoint_count, state_bytes
+            memo = orjson.dumps({"data": op.data})
+            self._check_limits(recorded + checkpoint_count + 1, len(memo), state_bytes + len(memo))
+            now = now_ms()
+            await self.store.record_step(
+                StepRecord(
+                    run.run_id,
+                    op.id,
+                    op.name,
+                    Opcode.STEP_RUN.value,
+                    memo,
+                    now,
+                    now,
+                    item.attempt + 1,
+                )
+            )
+            checkpoint_count += 1
+            state_bytes += len(memo)
+
+        heartbeat = asyncio.create_task(self._keep_lease(item))
+        try:
+            response = await self.driver.call(function, request, checkpoint)
+        except StepLimitError as exc:
+            response = CallResponse(error=FunctionError("StepLimitError", str(exc)), no_retry=True)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        # Attempts count per step: a step that succeeded in this call starts the count afresh.
+        attempt = 0 if checkpoint_count else item.attempt
+        await self._handle(run, item, function.max_attempts, attempt, response)
+
+    async def _request(
+        self, run: RunRecord, item: QueueItem, max_attempts: int
+    ) -> tuple[CallRequest, int]:
+        events: list[JSONObject] = []
+        for event_id in run.event_ids:
+            stored = await self.event_log.get(event_id)
+            if stored is None:
+                continue
+            wire: JSONObject = {
+                "name": stored.name,
+                "data": stored.data,
+                "user": stored.user,
+                "id": stored.id,
+                "ts": stored.ts,
+            }
+            if stored.v is not None:
+                wire["v"] = stored.v
+            events.append(wire)
+        now = now_ms()
+        steps: dict[str, JSON] = {}
+        stack: list[str] = []
+        state_bytes = 0
+        for step in await self.store.list_steps(run.run_id):
+            if step.ended_at > now:  # a sleep still running: not done yet
+                continue
+            steps[step.step_id] = orjson.loads(step.memo_json)
+            stack.append(step.step_id)
+            state_bytes += len(step.memo_json)
+        request = CallRequest(
+            function_id=run.function_id,
+            event=events[0] if events else {},
+            events=events,
+            steps=steps,
+            ctx=CallContext(
+                run_id=run.run_id, attempt=item.attempt, max_attempts=max_attempts, stack=stack
+            ),
+        )
+        return request, state_bytes
+
+    def _check_limits(self, steps: int, output_bytes: int, state_bytes: int) -> None:
+        if steps > self.limits.max_steps:
+            raise StepLimitError(f"the run has more than {self.limits.max_steps} steps")
+        if output_bytes > self.limits.max_step_output_bytes:
+            raise StepLimitError(
+                f"a step's output is {output_bytes} bytes; the limit is {self.limits.max_step_output_bytes}"
+            )
+        if state_bytes > self.limits.max_state_bytes:
+            raise StepLimitError(
+                f"the run's state is {state_bytes} bytes; the limit is {self.limits.max_state_bytes}"
+            )
+
+    async def _handle(
+        self,
+        run: RunRecord,
+        item: QueueItem,
+        max_attempts: int,
+        attempt: int,
+        response: CallResponse,
+    ) -> None:
+        now = now_ms()
+        if response.done:
+            await self.store.finish_run(
+                run.run_id,
+                item.item_id,
+                self.owner,
+                RunStatus.COMPLETED,
+                now,
+                output_json=orjson.dumps(response.output),
+            )
+            return
+        if response.error is not None:
+            retry_at = self.retry.next_attempt_at(
+                attempt, max_attempts, now, no_retry=response.no_retry, retry_at=response.retry_at
+            )
+            if retry_at is None:
+                await self._fail(run, item, response.error)
+            else:
+                await self._reschedule(item, retry_at, attempt + 1)
+            return
+        if not response.ops:
+            # Nothing to do yet (an SDK's empty reply): call again.
+            await self._reschedule(item, now, attempt)
+            return
+        op = response.ops[0]
+        if op.op is Opcode.STEP_RUN:
+            memo = orjson.dumps({"data": op.data})
+            await self.store.record_step(
+                StepRecord(run.run_id, op.id, op.name, op.op.value, memo, now, now, attempt + 1)
+            )
+            await self._reschedule(item, now, 0)
+        elif op.op in (Opcode.STEP_ERROR, Opcode.STEP_FAILED):
+            error = FunctionError.from_json(op.error)
+            retry_at = None
+            if op.op is Opcode.STEP_ERROR:
+                retry_at = self.retry.next_attempt_at(
+                    attempt,
+                    max_attempts,
+                    now,
+                    no_retry=response.no_retry,
+                    retry_at=response.retry_at,
+                )
+            if retry_at is not None:
+                await self._reschedule(item, retry_at, attempt + 1)
+            else:
+                # The step failed for good: record the error as its memo, so the function sees
+                # StepError at that step and may handle it; resume at once.
+                memo = orjson.dumps({"error": error.to_json()})
+                await self.store.record_step(
+                    StepRecord(
+                        run.run_id,
+                        op.id,
+                        op.name,
+                        Opcode.STEP_FAILED.value,
+                        memo,
+                        now,
+                        now,
+                        attempt + 1,
+                    )
+                )
+                await self._reschedule(item, now, 0)
+        elif op.op is Opcode.SLEEP:
+            wake = _sleep_wake(op, now)
+            stored = await self.store.record_step(
+                StepRecord(run.run_id, op.id, op.name, op.op.value, b"null", now, wake, 1)
+            )
+            if not stored:  # a crash after recording: keep the wake time first recorded
+                wake = next(
+                    (
+                        s.ended_at
+                        for s in await self.store.list_steps(run.run_id)
+                        if s.step_id == op.id
+                    ),
+                    wake,
+                )
+            await self._reschedule(item, wake, 0)
+        else:
+            await self._fail(
+                run,
+                item,
+                FunctionError(
+                    "UnsupportedOperation", f"the {op.op.value} step is not supported yet"
+                ),
+            )
+
+    async def _reschedule(self, item: QueueItem, due_at: Millis, attempt: int) -> None:
+        if await self.store.reschedule(item.item_id, self.owner, due_at, attempt):
+            self.on_reschedule()
+        else:
+            log.warning("lost the lease of run %s before rescheduling it", item.run_id)
+
+    async def _fail(self, run: RunRecord, item: QueueItem, error: FunctionError) -> None:
+        await self.store.finish_run(
+            run.run_id,
+            item.item_id,
+            self.owner,
+            RunStatus.FAILED,
+            now_ms(),
+            error_json=orjson.dumps(error.to_json()),
+        )
+
+    async def _keep_lease(self, item: QueueItem) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            if not await self.store.extend_lease(
+                item.item_id, self.owner, now_ms() + self.lease_ms
+            ):
+                log.warning("lost the lease of run %s while it ran", item.run_id)
+                return
+
+
+def _sleep_wake(op: StepOp, now: Millis) -> Millis:
+    """A Sleep op's wake time: `opts.until` (ours), or a date or duration in `name` (the SDKs')."""
+    candidates = []
+    if isinstance(op.opts, dict):
+        candidates += [op.opts.get("until"), op.opts.get("duration")]
+    candidates.append(op.name)
+    for value in candidates:
+        if isinstance(value, str) and len(value) >= 10:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            return max(now, int(moment.timestamp() * 1000))
+    return now

@@ -1,0 +1,132 @@
+"""What a function receives: `Context` (async) and `ContextSync`, with their step tools.
+
+`Step` and `StepSync` are thin shells over one core (`execution.Execution`): the async shell awaits
+the core directly; the sync shell runs user code in its worker thread and hands each call into the
+core to the event loop. Neither holds any rule of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from headwater.protocol.events import Event
+from headwater.sdk.execution import MISSING, Execution, duration_until, memo_value
+from headwater.types import JSON
+
+T = TypeVar("T")
+
+
+class Step:
+    """Durable steps for async functions. Each step's id must be unique within the function, or
+    repeat in the same order on every attempt (repeats are numbered, as Inngest numbers them)."""
+
+    def __init__(self, execution: Execution) -> None:
+        self._execution = execution
+
+    async def run(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` (sync or async) once for this run and return its result;
+        on a resumed run, return the recorded result without calling `fn`. The result must be
+        JSON-serialisable. A failure is retried at this step; after the last attempt the step
+        raises StepError here."""
+        core = self._execution
+        hashed, memo = core.enter(step_id)
+        if memo is not MISSING:
+            return memo_value(step_id, memo)
+        await core.before_new_step(hashed, step_id)
+        try:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            core.fail(hashed, step_id, exc)
+        return await core.complete(hashed, step_id, result)
+
+    async def sleep(self, step_id: str, duration: timedelta | float) -> None:
+        """Pause the run for `duration` (a timedelta or seconds); it holds no memory meanwhile."""
+        await self.sleep_until(step_id, duration_until(duration))
+
+    async def sleep_until(self, step_id: str, until: datetime) -> None:
+        """Pause the run until `until` (an aware datetime; a naive one is taken as UTC)."""
+        core = self._execution
+        hashed, memo = core.enter(step_id)
+        if memo is not MISSING:
+            return
+        await core.before_new_step(hashed, step_id)
+        core.sleep_until(hashed, step_id, until if until.tzinfo else until.replace(tzinfo=UTC))
+
+
+class StepSync:
+    """Durable steps for sync functions (run in a worker thread): the same rules as `Step`."""
+
+    def __init__(self, execution: Execution, loop: asyncio.AbstractEventLoop) -> None:
+        self._execution = execution
+        self._loop = loop
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | JSON:
+        """Run `fn(*args, **kwargs)` once for this run and return its result (see `Step.run`)."""
+        core = self._execution
+        hashed, memo = self._on_loop(_enter(core, step_id))
+        if memo is not MISSING:
+            return memo_value(step_id, memo)
+        self._on_loop(core.before_new_step(hashed, step_id))
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            self._on_loop(_fail(core, hashed, step_id, exc))
+            raise  # unreachable: _fail always raises
+        return self._on_loop(core.complete(hashed, step_id, result))
+
+    def sleep(self, step_id: str, duration: timedelta | float) -> None:
+        self.sleep_until(step_id, duration_until(duration))
+
+    def sleep_until(self, step_id: str, until: datetime) -> None:
+        core = self._execution
+        hashed, memo = self._on_loop(_enter(core, step_id))
+        if memo is not MISSING:
+            return
+        self._on_loop(core.before_new_step(hashed, step_id))
+        self._on_loop(_sleep(core, hashed, step_id, until))
+
+
+async def _enter(core: Execution, step_id: str) -> tuple[str, object]:
+    return core.enter(step_id)
+
+
+async def _fail(core: Execution, hashed: str, step_id: str, exc: Exception) -> None:
+    core.fail(hashed, step_id, exc)
+
+
+async def _sleep(core: Execution, hashed: str, step_id: str, until: datetime) -> None:
+    core.sleep_until(hashed, step_id, until if until.tzinfo else until.replace(tzinfo=UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What an async function receives."""
+
+    event: Event
+    events: list[Event]
+    run_id: str
+    attempt: int
+    function_id: str
+    step: Step
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSync:
+    """What a sync function receives; `step` blocks instead of being awaited."""
+
+    event: Event
+    events: list[Event]
+    run_id: str
+    attempt: int
+    function_id: str
+    step: StepSync

@@ -1,0 +1,369 @@
+"""The run verbs of the PostgreSQL backend, mixed into `PostgresStore` (kept apart to keep each module
+readable; the events, the pool and the retries are in postgres.py).
+
+As for events, every verb is one statement on an autocommit connection, so one round trip and its
+own transaction. A verb that touches several tables does it with data-modifying CTEs: they all
+see one snapshot and commit together, and PostgreSQL runs each of them exactly once.
+
+Concurrency comes from row locks, not from a single writer as in SQLite:
+- claiming locks due items with `FOR UPDATE SKIP LOCKED`: processes claiming at once take
+  disjoint items without waiting for each other, and a row re-checked after a concurrent claim
+  (READ COMMITTED re-evaluates the WHERE on the newest version) no longer looks claimable;
+- idempotency keys are claimed by an upsert, which serialises concurrent claims of one key on its
+  row (the loser sees the winner's unexpired row and its run is Skipped);
+- the lease guards compare `lease_owner` in the UPDATE/DELETE itself, so a stale owner's write
+  matches no row.
+A deadlock between two of these (e.g. a claim and a cancellation of the same run) aborts one
+statement whole; `_run` retries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+
+from psycopg.abc import Params
+
+from headwater.store.run_rules import (
+    ACTIVE_STATUSES,
+    DUPLICATE_REASON,
+    PlannedRun,
+    new_run_record,
+    plan_runs,
+    require_final,
+)
+from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord
+from headwater.types import Millis
+
+_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
+_QUEUED: Final = RunStatus.QUEUED.value
+_SKIPPED: Final = RunStatus.SKIPPED.value
+_RUNNING: Final = RunStatus.RUNNING.value
+#: Larger than any epoch ms: "no bound" for a range comparison that must stay an index range.
+_NO_BOUND: Final = 2**63 - 1
+
+#: A run's columns, JSONB as text (never parsed here), then its event ids in their order.
+_RUN_COLUMNS: Final = (
+    "r.run_id, r.function_id, r.status, r.created_at, r.started_at, r.ended_at,"
+    " r.output::text, r.error::text, r.reason,"
+    " array(SELECT e.event_id FROM run_events AS e WHERE e.run_id = r.run_id ORDER BY e.position)"
+)
+
+
+def _create_runs_ctes(gate: str) -> str:
+    """The CTEs that create a batch of runs; `gate` is a WHERE clause on the batch (empty, or
+    the append's "only if it stored a new event").
+
+    - `batch`: the runs, one row each, `ord` their input position.
+    - `claimed`: claims the keys (one upsert; `plan_runs` removed in-batch duplicates, which an
+      upsert may not touch twice). An existing row is taken over only if it expired by the new
+      run's creation, or is already this run's (a retried create). Keys are claimed in key order
+      so that concurrent batches lock them in one order and cannot deadlock.
+    - `decided`: Queued if the run has no key or claimed it, else Skipped.
+    - `inserted`: the runs whose id is new (a retried create leaves the stored run as it is).
+    - `linked` / `queued`: event links, and an item for each new Queued run.
+    """
+    return f"""
+batch AS MATERIALIZED (
+    SELECT * FROM unnest(
+        %(run_id)b::text[], %(function_id)b::text[], %(created_at)b::int8[],
+        %(start_at)b::int8[], %(key)b::text[], %(expires_at)b::int8[],
+        %(duplicate)b::bool[], %(item_id)b::text[]
+    ) WITH ORDINALITY
+      AS b(run_id, function_id, created_at, start_at, key, expires_at, duplicate, item_id, ord)
+    {gate}
+), claimed AS (
+    INSERT INTO idempotency_keys AS k (function_id, key, run_id, created_at, expires_at)
+    SELECT function_id, key, run_id, created_at, expires_at FROM batch
+    WHERE key IS NOT NULL AND NOT duplicate
+    ORDER BY function_id, key
+    ON CONFLICT (function_id, key) DO UPDATE
+    SET run_id = EXCLUDED.run_id, created_at = EXCLUDED.created_at,
+        expires_at = EXCLUDED.expires_at
+    WHERE k.run_id = EXCLUDED.run_id OR k.expires_at <= EXCLUDED.created_at
+    RETURNING k.run_id
+), decided AS MATERIALIZED (
+    SELECT b.*,
+        CASE WHEN NOT b.duplicate AND (b.key IS NULL OR b.run_id IN (SELECT run_id FROM claimed))
+             THEN '{_QUEUED}' ELSE '{_SKIPPED}' END AS status
+    FROM batch AS b
+), inserted AS (
+    INSERT INTO runs (run_id, function_id, status, created_at, ended_at, reason)
+    SELECT run_id, function_id, status, created_at,
+        CASE WHEN status = '{_SKIPPED}' THEN created_at END,
+        CASE WHEN status = '{_SKIPPED}' THEN %(reason)s::text END
+    FROM decided
+    ORDER BY run_id
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id
+), linked AS (
+    INSERT INTO run_events (run_id, position, event_id)
+    SELECT l.run_id, l.position, l.event_id
+    FROM unnest(%(link_run_id)b::text[], %(link_position)b::int4[], %(link_event_id)b::text[])
+      AS l(run_id, position, event_id)
+    WHERE l.run_id IN (SELECT run_id FROM inserted)
+), queued AS (
+    INSERT INTO queue (item_id, run_id, due_at, attempt)
+    SELECT item_id, run_id, start_at, 0 FROM decided
+    WHERE status = '{_QUEUED}' AND run_id IN (SELECT run_id FROM inserted)
+)"""
+
+
+#: Per run of the batch, in input order: its status, and whether this statement created it.
+#: Semi-joins (IN) rather than joins throughout: the planner cannot know that run ids are unique
+#: within CTEs, and its row estimates for joins of them multiply until the statement looks costly
+#: enough for JIT compilation, which then takes longer than the statement itself.
+_CREATE_RUNS: Final = f"""
+WITH {_create_runs_ctes("")}
+SELECT status, run_id IN (SELECT run_id FROM inserted) FROM decided ORDER BY ord
+"""
+
+
+def append_with_runs_sql(insert_events: str) -> str:
+    """One statement storing events and the runs they start: the runs only if the insert stored at
+    least one new event (a seeded retry of a send must not start its runs again). Returns the
+    number of new events."""
+    return f"""
+WITH new_events AS ({insert_events} RETURNING 1),
+{_create_runs_ctes("WHERE EXISTS (SELECT 1 FROM new_events)")}
+SELECT count(*) FROM new_events
+"""
+
+
+def run_batch_params(planned: Sequence[PlannedRun]) -> dict[str, Any]:
+    """The arrays (binary `%b` parameters) of `_create_runs_ctes` for a planned batch."""
+    runs = [plan.run for plan in planned]
+    return {
+        "run_id": [run.run_id for run in runs],
+        "function_id": [run.function_id for run in runs],
+        "created_at": [run.created_at for run in runs],
+        "start_at": [run.start_at for run in runs],
+        "key": [run.idempotency_key for run in runs],
+        "expires_at": [run.idempotency_expires_at for run in runs],
+        "duplicate": [plan.duplicate_in_batch for plan in planned],
+        "item_id": [plan.item_id for plan in planned],
+        "reason": DUPLICATE_REASON,
+        "link_run_id": [run.run_id for run in runs for _ in run.event_ids],
+        "link_position": [position for run in runs for position in range(len(run.event_ids))],
+        "link_event_id": [event_id for run in runs for event_id in run.event_ids],
+    }
+
+
+_CLAIM_DUE: Final = f"""
+WITH due AS MATERIALIZED (
+    SELECT item_id FROM queue
+    WHERE due_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)
+    ORDER BY due_at, item_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE queue AS q SET lease_owner = %(owner)s, lease_until = %(lease_until)s
+    FROM due WHERE q.item_id = due.item_id
+    RETURNING q.item_id, q.run_id, q.due_at, q.attempt
+), started AS (
+    UPDATE runs SET status = '{_RUNNING}', started_at = %(now)s
+    WHERE run_id IN (SELECT run_id FROM claimed) AND status = '{_QUEUED}'
+)
+SELECT item_id, run_id, due_at, attempt FROM claimed ORDER BY due_at, item_id
+"""
+
+#: The earliest time an item becomes claimable: the first unleased due time, or a leased item's
+#: lease end (an expired one is in the past: due now). Only leased items due no later than the
+#: first unleased one can be earlier, so both parts are range scans of `queue_by_due_at` over the
+#: front of the queue (the in-flight items), not scans of the whole queue.
+#: The BETWEEN's constant lower bound is for the planner: it cannot know the subquery's bound and
+#: guesses a third of the table for `due_at <= ?` (so a sequential scan), but 0.5% for a range
+#: with an unknown end, which makes it pick the index.
+_NEXT_DUE_AT: Final = f"""
+WITH free AS (
+    SELECT due_at FROM queue WHERE lease_until IS NULL ORDER BY due_at, item_id LIMIT 1
+)
+SELECT LEAST(
+    (SELECT due_at FROM free),
+    (SELECT min(GREATEST(due_at, lease_until)) FROM queue
+     WHERE lease_until IS NOT NULL
+       AND due_at BETWEEN {-_NO_BOUND - 1} AND coalesce((SELECT due_at FROM free), {_NO_BOUND})))
+"""
+
+#: `items`: the run's queue items, locked first. A claim locks an item and then its run, so
+#: locking in that same order here keeps a finish or cancellation racing a claim of the same run
+#: from deadlocking with it (the later one waits, then sees the other's outcome).
+#: `allowed`: the caller may finish the run: it cancels (no item) or holds that item's lease. An
+#: aggregate over `items`, so that the locks are taken even when cancelling.
+#: Items of a run already final are deleted too: it has nothing left to run.
+_FINISH_RUN: Final = f"""
+WITH items AS MATERIALIZED (
+    SELECT item_id, lease_owner FROM queue WHERE run_id = %(run_id)s FOR UPDATE
+), allowed AS MATERIALIZED (
+    SELECT %(item_id)s::text IS NULL
+        OR coalesce(bool_or(item_id = %(item_id)s AND lease_owner = %(owner)s), FALSE) AS ok
+    FROM items
+), finished AS (
+    UPDATE runs SET status = %(status)s, ended_at = %(ended_at)s, output = %(output)s::jsonb,
+        error = %(error)s::jsonb, reason = %(reason)s
+    WHERE run_id = %(run_id)s AND status IN {_ACTIVE} AND (SELECT ok FROM allowed)
+    RETURNING run_id
+), cleared AS (
+    DELETE FROM queue WHERE run_id = %(run_id)s AND (SELECT ok FROM allowed)
+)
+SELECT count(*) FROM finished
+"""
+
+
+class _Plumbing(Protocol):
+    """What the mixin needs from `PostgresStore`."""
+
+    async def _fetch(self, sql: str, params: Params) -> list[tuple[Any, ...]]: ...
+
+    async def _rowcount(self, sql: str, params: Params) -> int: ...
+
+
+class PostgresRunVerbs:
+    """The `Store` verbs for runs, steps and the queue (see base.py for their contracts)."""
+
+    async def create_runs(self: _Plumbing, runs: Sequence[NewRun]) -> list[RunRecord]:
+        """One statement for the whole batch. A run whose id is already stored (a retried create)
+        is left as it is and its stored record returned."""
+        if not runs:
+            return []
+        planned = plan_runs(runs)
+        rows = await self._fetch(_CREATE_RUNS, run_batch_params(planned))
+        decided = list(zip(planned, rows, strict=True))
+        # Runs already stored (a retried create): read what the first attempt stored. Rare, so a
+        # second statement then rather than a costlier first one always.
+        retried = [plan.run.run_id for plan, (_, created) in decided if not created]
+        stored: dict[str, RunRecord] = {}
+        if retried:
+            rows = await self._fetch(
+                f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.run_id = ANY(%b::text[])",
+                (retried,),
+            )
+            stored = {row[0]: _run_record(row) for row in rows}
+        return [
+            new_run_record(plan.run, RunStatus(status)) if created else stored[plan.run.run_id]
+            for plan, (status, created) in decided
+        ]
+
+    async def get_run(self: _Plumbing, run_id: str) -> RunRecord | None:
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.run_id = %s", (run_id,)
+        )
+        return _run_record(rows[0]) if rows else None
+
+    async def list_runs_for_event(self: _Plumbing, event_internal_id: str) -> list[RunRecord]:
+        # IN, not a join: a run listing the event twice is still one run.
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.run_id IN"
+            " (SELECT run_id FROM run_events WHERE event_id = %s)"
+            " ORDER BY r.created_at, r.run_id",
+            (event_internal_id,),
+        )
+        return [_run_record(row) for row in rows]
+
+    async def list_steps(self: _Plumbing, run_id: str) -> list[StepRecord]:
+        rows = await self._fetch(
+            "SELECT run_id, step_id, name, op, memo::text, started_at, ended_at, attempts"
+            " FROM run_steps WHERE run_id = %s ORDER BY seq",
+            (run_id,),
+        )
+        return [
+            StepRecord(row[0], row[1], row[2], row[3], row[4].encode(), row[5], row[6], row[7])
+            for row in rows
+        ]
+
+    async def claim_due(
+        self: _Plumbing, owner: str, now: Millis, lease_ms: int, limit: int
+    ) -> list[QueueItem]:
+        if limit <= 0:  # PostgreSQL refuses a negative LIMIT
+            return []
+        lease_until = now + lease_ms
+        rows = await self._fetch(
+            _CLAIM_DUE,
+            {"now": now, "limit": limit, "owner": owner, "lease_until": lease_until},
+        )
+        return [QueueItem(row[0], row[1], row[2], row[3], owner, lease_until) for row in rows]
+
+    async def next_due_at(self: _Plumbing) -> Millis | None:
+        rows = await self._fetch(_NEXT_DUE_AT, ())
+        value = rows[0][0]
+        return None if value is None else int(value)
+
+    async def record_step(self: _Plumbing, step: StepRecord) -> bool:
+        inserted = await self._rowcount(
+            "INSERT INTO run_steps"
+            " (run_id, step_id, name, op, memo, started_at, ended_at, attempts)"
+            " VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+            " ON CONFLICT (run_id, step_id) DO NOTHING",
+            (
+                step.run_id,
+                step.step_id,
+                step.name,
+                step.op,
+                step.memo_json.decode(),
+                step.started_at,
+                step.ended_at,
+                step.attempts,
+            ),
+        )
+        return inserted == 1
+
+    async def reschedule(
+        self: _Plumbing, item_id: str, owner: str, due_at: Millis, attempt: int
+    ) -> bool:
+        updated = await self._rowcount(
+            "UPDATE queue SET due_at = %s, attempt = %s, lease_owner = NULL, lease_until = NULL"
+            " WHERE item_id = %s AND lease_owner = %s",
+            (due_at, attempt, item_id, owner),
+        )
+        return updated == 1
+
+    async def finish_run(
+        self: _Plumbing,
+        run_id: str,
+        item_id: str | None,
+        owner: str | None,
+        status: RunStatus,
+        ended_at: Millis,
+        *,
+        output_json: bytes | None = None,
+        error_json: bytes | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        require_final(status)
+        rows = await self._fetch(
+            _FINISH_RUN,
+            {
+                "run_id": run_id,
+                "item_id": item_id,
+                "owner": owner,
+                "status": status.value,
+                "ended_at": ended_at,
+                "output": output_json.decode() if output_json is not None else None,
+                "error": error_json.decode() if error_json is not None else None,
+                "reason": reason,
+            },
+        )
+        return bool(rows[0][0])
+
+    async def extend_lease(self: _Plumbing, item_id: str, owner: str, lease_until: Millis) -> bool:
+        updated = await self._rowcount(
+            "UPDATE queue SET lease_until = %s WHERE item_id = %s AND lease_owner = %s",
+            (lease_until, item_id, owner),
+        )
+        return updated == 1
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    """A run from `_RUN_COLUMNS`."""
+    return RunRecord(
+        run_id=row[0],
+        function_id=row[1],
+        status=RunStatus(row[2]),
+        event_ids=tuple(row[9]),
+        created_at=row[3],
+        started_at=row[4],
+        ended_at=row[5],
+        output_json=row[6].encode() if row[6] is not None else None,
+        error_json=row[7].encode() if row[7] is not None else None,
+        reason=row[8],
+    )

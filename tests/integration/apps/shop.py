@@ -1,0 +1,97 @@
+"""A test app whose functions run inside a real server (`headwater dev tests.integration.apps.shop:hw`).
+
+Each step body appends a line to the file named by SHOP_TRACE, so tests count real executions.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from headwater import Headwater
+from headwater.errors import NonRetriableError, StepError
+from headwater.sdk.context import Context, ContextSync
+
+hw = Headwater(app_id="shop")
+
+
+def trace(line: str) -> None:
+    with Path(os.environ["SHOP_TRACE"]).open("a") as handle:
+        handle.write(line + "\n")
+
+
+def attempts_of(key: str) -> int:
+    path = Path(os.environ["SHOP_TRACE"])
+    return sum(1 for line in path.read_text().splitlines() if line == key) if path.exists() else 0
+
+
+@hw.function(
+    id="welcome", trigger=hw.on_event("app/account.created", if_="event.data.billingPlan == 'pro'")
+)
+async def welcome(ctx: Context) -> dict[str, Any]:
+    account_id = ctx.event.data["accountId"]
+
+    def load() -> dict[str, Any]:
+        trace(f"welcome:load:{account_id}")
+        return {"id": account_id, "plan": "pro"}
+
+    account = await ctx.step.run("load-account", load)
+    await ctx.step.sleep("wait-a-bit", timedelta(seconds=float(ctx.event.data.get("sleep", 1))))
+    greeting = await ctx.step.run(
+        "greet", lambda: trace(f"welcome:greet:{account_id}") or f"hello {account['id']}"
+    )
+    return {"greeting": greeting, "account": account}
+
+
+@hw.function(id="flaky", trigger=hw.on_event("app/flaky"), retries=1)
+async def flaky(ctx: Context) -> str:
+    key = f"flaky:{ctx.event.data['key']}"
+
+    def once_then_ok() -> str:
+        trace(key)
+        if attempts_of(key) == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
+
+    return str(await ctx.step.run("call", once_then_ok))
+
+
+@hw.function(id="fatal", trigger=hw.on_event("app/fatal"), retries=3)
+async def fatal(ctx: Context) -> None:
+    def never() -> None:
+        trace(f"fatal:{ctx.event.data['key']}")
+        raise NonRetriableError("do not retry me")
+
+    await ctx.step.run("call", never)
+
+
+@hw.function(id="exhausted", trigger=hw.on_event("app/exhausted"), retries=2)
+async def exhausted(ctx: Context) -> str:
+    def always() -> None:
+        trace(f"exhausted:{ctx.event.data['key']}")
+        raise ValueError("still broken")
+
+    try:
+        await ctx.step.run("call", always)
+    except StepError as exc:
+        return f"gave up after: {exc.original_message}"
+    return "unreachable"
+
+
+@hw.function(id="sync-report", trigger=hw.on_event("app/report.*"))
+def sync_report(ctx: ContextSync) -> dict[str, Any]:
+    key = ctx.event.data["key"]
+    rows = ctx.step.run("query", lambda: trace(f"report:query:{key}") or [1, 2, 3])
+    ctx.step.sleep("pause", 0.2)
+    total = ctx.step.run("sum", lambda: trace(f"report:sum:{key}") or sum(rows))
+    return {"name": ctx.event.name, "total": total}
+
+
+@hw.function(id="sleeper", trigger=hw.on_event("app/sleep.long"))
+async def sleeper(ctx: Context) -> str:
+    await ctx.step.run("before", lambda: trace(f"sleeper:before:{ctx.event.data['key']}"))
+    await ctx.step.sleep("long", timedelta(seconds=float(ctx.event.data.get("seconds", 3600))))
+    await ctx.step.run("after", lambda: trace(f"sleeper:after:{ctx.event.data['key']}"))
+    return "woke"
