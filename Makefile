@@ -45,7 +45,8 @@ format: install-dev
 
 ## Load benchmarks (not part of `make test`); figures go in the README's performance table
 bench: install-dev
-	$(BIN)/python bench/ingest.py
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
