@@ -56,12 +56,14 @@ class EventLog:
         *,
         planner: RunPlanner | None = None,
         on_runs: Callable[[], None] | None = None,
+        on_stored: Callable[[Sequence[EventRecord]], None] | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
         self.limits = limits
         self.planner = planner
         self.on_runs = on_runs
+        self.on_stored = on_stored
 
     async def append(
         self,
@@ -84,6 +86,8 @@ class EventLog:
         await self.store.append_events(records, runs)
         if runs and self.on_runs is not None:
             self.on_runs()
+        if self.on_stored is not None:
+            self.on_stored(records)
         return [record.internal_id for record in records]
 
     def seal(

@@ -13,15 +13,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from headwater.engine.drivers import Driver
 from headwater.engine.event_log import EventLog
 from headwater.engine.registry import FunctionRegistry
-from headwater.errors import StepLimitError
+from headwater.errors import ExpressionError, StepLimitError
+from headwater.expr import compile_expression
 from headwater.flow.retry import RetryPolicy
+from headwater.protocol.durations import parse_duration_ms
+from headwater.protocol.ids import IdSeed
 from headwater.protocol.steps import (
     CallContext,
     CallRequest,
@@ -30,11 +33,18 @@ from headwater.protocol.steps import (
     Opcode,
     StepOp,
 )
+from headwater.sdk.functions import FunctionDefinition
 from headwater.store import Store
-from headwater.store.runs import QueueItem, RunRecord, RunStatus, StepRecord
+from headwater.store.runs import QueueItem, RunRecord, RunStatus, StepRecord, WaitKind, WaitRecord
 from headwater.types import JSON, JSONObject, Millis
 
+if TYPE_CHECKING:
+    from headwater.engine.waits import WaitMatcher
+
 log = logging.getLogger("headwater.executor")
+
+#: Inngest's longest wait (PROTOCOL §1.10).
+MAX_WAIT_MS: Final = 366 * 86_400_000
 
 _EXCLUDED_EVENT_FIELDS: Final = ("internal_id", "received_at", "user_erased", "meta")
 
@@ -65,6 +75,8 @@ class Executor:
         retry: RetryPolicy,
         limits: Limits = Limits(),
         on_reschedule: Callable[[], None] = lambda: None,
+        matcher: WaitMatcher | None = None,
+        on_wait_name: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.store = store
         self.event_log = event_log
@@ -75,6 +87,8 @@ class Executor:
         self.retry = retry
         self.limits = limits
         self.on_reschedule = on_reschedule
+        self.matcher = matcher
+        self.on_wait_name = on_wait_name
 
     async def run_item(self, item: QueueItem) -> None:
         run = await self.store.get_run(item.run_id)
@@ -90,6 +104,8 @@ class Executor:
                 item,
                 FunctionError("FunctionNotFound", f"no function {run.function_id!r} is registered"),
             )
+            return
+        if not await self._prepare_waits(run, function):
             return
         request, state_bytes = await self._request(run, item, function.max_attempts)
         recorded = len(request.steps)
@@ -117,7 +133,7 @@ class Executor:
 
         heartbeat = asyncio.create_task(self._keep_lease(item))
         try:
-            response = await self.driver.call(function, request, checkpoint)
+            response = await self.driver.call(function, request, checkpoint, self._send_events)
         except StepLimitError as exc:
             response = CallResponse(error=FunctionError("StepLimitError", str(exc)), no_retry=True)
         finally:
@@ -248,6 +264,8 @@ class Executor:
                     )
                 )
                 await self._reschedule(item, now, 0)
+        elif op.op is Opcode.WAIT_FOR_EVENT:
+            await self._wait_for_event(run, item, op, now)
         elif op.op is Opcode.SLEEP:
             wake = _sleep_wake(op, now)
             stored = await self.store.record_step(
@@ -271,6 +289,79 @@ class Executor:
                     "UnsupportedOperation", f"the {op.op.value} step is not supported yet"
                 ),
             )
+
+    async def _prepare_waits(self, run: RunRecord, function: FunctionDefinition) -> bool:
+        """Time out expired waits and register the function's cancel rules; False if the run
+        turned out to be cancelled by an event that arrived before it could execute."""
+        if self.matcher is None:
+            return True
+        now = now_ms()
+        waits = await self.store.waits_of_run(run.run_id)
+        await self.matcher.expire(waits, now)
+        if function.cancel_on and not any(w.kind is WaitKind.CANCEL for w in waits):
+            rules = [
+                WaitRecord(
+                    wait_id=f"{run.run_id}:cancel:{index}",
+                    run_id=run.run_id,
+                    kind=WaitKind.CANCEL,
+                    event_name=rule.event,
+                    expression=rule.expression,
+                    created_at=now,
+                    expires_at=run.created_at + rule.timeout_ms,
+                    match_from=run.created_at,
+                )
+                for index, rule in enumerate(function.cancel_on)
+            ]
+            await self.store.add_waits(rules)
+            for rule in rules:
+                self.on_wait_name(rule.event_name)
+                if await self.matcher.scan(rule):
+                    return False
+        return True
+
+    async def _wait_for_event(
+        self, run: RunRecord, item: QueueItem, op: StepOp, now: Millis
+    ) -> None:
+        opts = op.opts or {}
+        event_name = opts.get("event") or op.name
+        expression = opts.get("if")
+        try:
+            timeout_ms = parse_duration_ms(str(opts.get("timeout") or "0s"))
+            lookback_ms = parse_duration_ms(str(opts["lookback"])) if opts.get("lookback") else 0
+            if not isinstance(event_name, str) or not event_name:
+                raise ValueError("a wait needs the name of the event it waits for")
+            if expression is not None:
+                compile_expression(str(expression))
+        except (ValueError, ExpressionError) as exc:
+            await self._fail(
+                run, item, FunctionError("InvalidWait", f"step {op.display_name or op.id}: {exc}")
+            )
+            return
+        wait = WaitRecord(
+            wait_id=f"{run.run_id}:{op.id}",
+            run_id=run.run_id,
+            kind=WaitKind.STEP,
+            event_name=event_name,
+            expression=str(expression) if expression is not None else None,
+            created_at=now,
+            expires_at=now + min(timeout_ms, MAX_WAIT_MS),
+            step_id=op.id,
+            step_name=op.display_name or op.name,
+            match_from=now - lookback_ms,
+        )
+        if not await self.store.park_for_wait(item.item_id, self.owner, wait):
+            log.warning("lost the lease of run %s before it could wait", run.run_id)
+            return
+        self.on_wait_name(event_name)
+        if self.matcher is not None:
+            # Events stored before the wait was (or within its lookback) resolve it now.
+            for stored in await self.store.waits_of_run(run.run_id):
+                if stored.wait_id == wait.wait_id:
+                    await self.matcher.scan(stored)
+        self.on_reschedule()
+
+    async def _send_events(self, events: list[Any], seed: IdSeed) -> list[str]:
+        return await self.event_log.append(events, seed=seed)
 
     async def _reschedule(self, item: QueueItem, due_at: Millis, attempt: int) -> None:
         if await self.store.reschedule(item.item_id, self.owner, due_at, attempt):

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from headwater.crypto import KeySource
 from headwater.engine.drivers.inprocess import InProcessDriver
 from headwater.engine.event_log import EventLog
-from headwater.engine.executor import Executor, Limits
+from headwater.engine.executor import Executor, Limits, now_ms
 from headwater.engine.registry import FunctionRegistry
 from headwater.engine.triggers import RunPlanner
+from headwater.engine.waits import WaitMatcher
 from headwater.engine.worker import Worker
 from headwater.flow.retry import RetryPolicy
 from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
 from headwater.protocol.ids import new_ulid
 from headwater.sdk.functions import FunctionDefinition
-from headwater.store import Store
+from headwater.store import EventRecord, Store
 
 DEFAULT_LEASE_MS = 30_000
+WATCHED_NAMES_REFRESH_S = 2.0
+log = logging.getLogger("headwater.engine")
 
 
 class Engine:
@@ -41,8 +46,17 @@ class Engine:
         self.driver = InProcessDriver()
         self.worker: Worker | None = None
         self.event_log = EventLog(
-            store, keys, limits, planner=RunPlanner(self.registry), on_runs=self._wake
+            store,
+            keys,
+            limits,
+            planner=RunPlanner(self.registry),
+            on_runs=self._wake,
+            on_stored=self._on_stored,
         )
+        self.matcher = WaitMatcher(store, self.event_log, self._wake)
+        #: Names of events some run waits for: only those events are matched against waits.
+        self.watched_names: set[str] = {rule.event for f in self.registry for rule in f.cancel_on}
+        self._background: set[asyncio.Task[None]] = set()
         self.executor = Executor(
             store,
             self.event_log,
@@ -53,9 +67,35 @@ class Engine:
             retry=retry,
             limits=run_limits,
             on_reschedule=self._wake,
+            matcher=self.matcher,
+            on_wait_name=self.watched_names.add,
         )
         self._lease_ms = lease_ms
         self._concurrency = concurrency
+
+    def _on_stored(self, records: Sequence[EventRecord]) -> None:
+        names = [record.name for record in records]
+        if self.worker is None or self.watched_names.isdisjoint(names):
+            return
+        ids = [record.internal_id for record in records]
+        task = asyncio.create_task(self._match(ids, names))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _match(self, ids: list[str], names: list[str]) -> None:
+        try:
+            await self.matcher.on_events(ids, names)
+        except Exception:
+            log.exception("matching events to waiting runs failed")
+
+    async def _refresh_watched_names(self) -> None:
+        # Other processes (PostgreSQL) add waits too; learn their event names now and then.
+        while True:
+            try:
+                self.watched_names |= await self.store.wait_event_names(now_ms())
+            except Exception:
+                log.exception("reading the names of awaited events failed")
+            await asyncio.sleep(WATCHED_NAMES_REFRESH_S)
 
     def _wake(self) -> None:
         if self.worker is not None:
@@ -73,8 +113,14 @@ class Engine:
             concurrency=self._concurrency,
         )
         self.worker.start()
+        refresh = asyncio.create_task(self._refresh_watched_names())
+        self._background.add(refresh)
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None

@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -26,6 +27,7 @@ from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
 from headwater.sdk.config import ClientConfig, resolve_config
 from headwater.sdk.functions import (
     DEFAULT_RETRIES,
+    CancelOn,
     CronTrigger,
     EventTrigger,
     FunctionDefinition,
@@ -129,6 +131,17 @@ class Headwater:
         """A schedule: five cron fields, optionally prefixed `TZ=<zone> `."""
         return CronTrigger(cron)
 
+    @staticmethod
+    def cancel_event(
+        event: str,
+        *,
+        match: str | None = None,
+        if_: str | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> CancelOn:
+        """A `cancel_on` rule: an event that cancels the function's matching runs."""
+        return CancelOn(event, if_=if_, match=match, timeout=timeout)
+
     def function(
         self,
         *,
@@ -137,6 +150,7 @@ class Headwater:
         triggers: Sequence[Trigger] = (),
         name: str | None = None,
         retries: int = DEFAULT_RETRIES,
+        cancel_on: Sequence[CancelOn] = (),
     ) -> Callable[[Callable[..., Any]], FunctionDefinition]:
         """Define a durable function of this app. `async def f(ctx: Context)` or
         `def f(ctx: ContextSync)`; with no trigger it runs only when invoked."""
@@ -144,7 +158,13 @@ class Headwater:
 
         def register(handler: Callable[..., Any]) -> FunctionDefinition:
             definition = define_function(
-                self.app_id, handler, id=id, triggers=all_triggers, name=name, retries=retries
+                self.app_id,
+                handler,
+                id=id,
+                triggers=all_triggers,
+                name=name,
+                retries=retries,
+                cancel_on=cancel_on,
             )
             if id in self._functions:
                 raise FunctionDefinitionError(f"app {self.app_id!r} already has a function {id!r}")

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from headwater.protocol.events import Event
-from headwater.sdk.execution import MISSING, Execution, duration_until, memo_value
+from headwater.sdk.execution import (
+    MISSING,
+    Execution,
+    duration_until,
+    memo_value,
+    trigger_event,
+)
 from headwater.types import JSON
 
 T = TypeVar("T")
@@ -59,6 +66,41 @@ class Step:
         await core.before_new_step(hashed, step_id)
         core.sleep_until(hashed, step_id, until if until.tzinfo else until.replace(tzinfo=UTC))
 
+    async def wait_for_event(
+        self,
+        step_id: str,
+        *,
+        event: str,
+        timeout: timedelta | float,
+        if_: str | None = None,
+        match: str | None = None,
+        lookback: timedelta | float | None = None,
+    ) -> Event | None:
+        """Pause until an event named `event` arrives that satisfies `if_` (CEL over `event`, this
+        run's trigger, and `async`, the candidate) or `match` (a field both must share, e.g.
+        "data.accountId"); return it, or None after `timeout`. With `lookback`, events received up
+        to that long before the wait began also count (Inngest has no such option)."""
+        core = self._execution
+        hashed, memo = core.enter(step_id)
+        if memo is not MISSING:
+            return trigger_event(memo) if isinstance(memo, dict) else None
+        await core.before_new_step(hashed, step_id)
+        core.wait_for_event(
+            hashed,
+            step_id,
+            event=event,
+            timeout=timeout,
+            expression=wait_expression(if_, match),
+            lookback=lookback,
+        )
+
+    async def send_event(self, step_id: str, events: Any) -> list[str]:
+        """Send one event or a list as a step: returns their ids, and a resumed run does not send
+        them again."""
+        batch = list(events) if isinstance(events, list | tuple) else [events]
+        core = self._execution
+        return list(await self.run(step_id, core.send_events, step_id, batch))
+
 
 class StepSync:
     """Durable steps for sync functions (run in a worker thread): the same rules as `Step`."""
@@ -94,6 +136,61 @@ class StepSync:
             return
         self._on_loop(core.before_new_step(hashed, step_id))
         self._on_loop(_sleep(core, hashed, step_id, until))
+
+    def wait_for_event(
+        self,
+        step_id: str,
+        *,
+        event: str,
+        timeout: timedelta | float,
+        if_: str | None = None,
+        match: str | None = None,
+        lookback: timedelta | float | None = None,
+    ) -> Event | None:
+        """See `Step.wait_for_event`."""
+        core = self._execution
+        hashed, memo = self._on_loop(_enter(core, step_id))
+        if memo is not MISSING:
+            return trigger_event(memo) if isinstance(memo, dict) else None
+        self._on_loop(core.before_new_step(hashed, step_id))
+        expression = wait_expression(if_, match)
+        self._on_loop(_wait(core, hashed, step_id, event, timeout, expression, lookback))
+        return None  # unreachable: the wait always interrupts
+
+    def send_event(self, step_id: str, events: Any) -> list[str]:
+        """See `Step.send_event`."""
+        batch = list(events) if isinstance(events, list | tuple) else [events]
+        core = self._execution
+        sent = self.run(step_id, lambda: self._on_loop(core.send_events(step_id, batch)))
+        return [str(event_id) for event_id in sent] if isinstance(sent, list) else []
+
+
+async def _wait(
+    core: Execution,
+    hashed: str,
+    step_id: str,
+    event: str,
+    timeout: timedelta | float,
+    expression: str | None,
+    lookback: timedelta | float | None,
+) -> None:
+    core.wait_for_event(
+        hashed, step_id, event=event, timeout=timeout, expression=expression, lookback=lookback
+    )
+
+
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def wait_expression(if_: str | None, match: str | None) -> str | None:
+    """`match: "data.x"` is Inngest's shorthand for `event.data.x == async.data.x`."""
+    if if_ is not None and match is not None:
+        raise ValueError("give `if_` or `match`, not both")
+    if match is None:
+        return if_
+    if not _FIELD.match(match):
+        raise ValueError(f"match {match!r} must be a dotted field path such as data.accountId")
+    return f"event.{match} == async.{match}"
 
 
 async def _enter(core: Execution, step_id: str) -> tuple[str, object]:

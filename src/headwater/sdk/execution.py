@@ -18,6 +18,7 @@ event loop (`context.StepSync`), so the rules live once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,9 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from headwater.errors import NonDeterminismError, NonRetriableError, RetryAfterError, StepError
+from headwater.protocol.durations import format_duration
 from headwater.protocol.events import Event
+from headwater.protocol.ids import IdSeed, ulid_millis
 from headwater.protocol.steps import (
     CallRequest,
     CallResponse,
@@ -41,6 +44,9 @@ from headwater.types import JSON, JSONObject
 
 #: The engine's commit of a finished step: returns once the memo is durable.
 Checkpoint = Callable[[StepOp], Awaitable[None]]
+#: Sends events for `step.send_event` (in-process: straight into the event log). The seed makes
+#: a retried send of the same step get the same ids, so it is stored once.
+EventSender = Callable[[list[Any], IdSeed], Awaitable[list[str]]]
 
 #: The memo of a step that has not run yet (None is a real memo: a finished sleep).
 MISSING: Final = object()
@@ -59,9 +65,15 @@ class Interrupt(BaseException):
 class Execution:
     """The state of one call: memo, step ids handed out so far, steps still running."""
 
-    def __init__(self, request: CallRequest, checkpoint: Checkpoint | None) -> None:
+    def __init__(
+        self,
+        request: CallRequest,
+        checkpoint: Checkpoint | None,
+        sender: EventSender | None = None,
+    ) -> None:
         self.request = request
         self.checkpoint = checkpoint
+        self.sender = sender
         self.memo: dict[str, JSON] = dict(request.steps)
         self._ids = StepIds()
         self._reached: set[str] = set()
@@ -120,6 +132,31 @@ class Execution:
             StepOp(Opcode.SLEEP, step_id, name, display_name=name, opts={"until": stamp})
         )
 
+    def wait_for_event(
+        self,
+        step_id: str,
+        name: str,
+        *,
+        event: str,
+        timeout: timedelta | float,
+        expression: str | None,
+        lookback: timedelta | float | None,
+    ) -> NoReturn:
+        opts: JSONObject = {"event": event, "timeout": format_duration(timeout)}
+        if expression:
+            opts["if"] = expression
+        if lookback is not None:
+            opts["lookback"] = format_duration(lookback)
+        raise Interrupt(StepOp(Opcode.WAIT_FOR_EVENT, step_id, event, display_name=name, opts=opts))
+
+    async def send_events(self, step_id: str, events: list[Any]) -> list[str]:
+        """Send events for `step.send_event`, with ids derived from the run and the step."""
+        if self.sender is None:
+            raise RuntimeError("step.send_event needs the engine's event sender (run in-process)")
+        digest = hashlib.sha256(f"{self.request.ctx.run_id}:{step_id}".encode()).digest()
+        seed = IdSeed(ulid_millis(self.request.ctx.run_id), digest[:10])
+        return await self.sender(events, seed)
+
     async def settle(self) -> None:
         """Wait for steps still committing (parallel siblings of the step that stopped the call)."""
         while self._running:
@@ -164,11 +201,12 @@ async def execute(
     *,
     checkpoint: Checkpoint | None = None,
     threads: ThreadPoolExecutor | None = None,
+    sender: EventSender | None = None,
 ) -> CallResponse:
     """Run one call of `definition` for `request`; never raises for the function's own errors."""
     from headwater.sdk.context import Context, ContextSync, Step, StepSync
 
-    execution = Execution(request, checkpoint)
+    execution = Execution(request, checkpoint, sender)
     event = trigger_event(request.event)
     events = [trigger_event(e) for e in request.events]
     common: dict[str, Any] = {

@@ -11,6 +11,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from headwater.errors import ExpressionError, FunctionDefinitionError
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 MAX_TRIGGERS: Final = 10
 MAX_RETRIES: Final = 20
 DEFAULT_RETRIES: Final = 4
+MAX_CANCELS: Final = 5
+#: Inngest's longest cancellation window (PROTOCOL §1.10).
+MAX_CANCEL_MS: Final = 365 * 86_400_000
+_FIELD: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _FUNCTION_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Wildcards may stand only for whole segments after "/" or "." (Inngest's rule): app/*, app/user.*
 _EVENT_PATTERN: Final = re.compile(r"^[^*]+([/.]\*)?$")
@@ -69,6 +74,45 @@ class CronTrigger:
         return {"cron": self.cron}
 
 
+@dataclass(frozen=True, slots=True)
+class CancelOn:
+    """Cancel a run when an event named `event` arrives that satisfies `if_` (CEL over `event`,
+    the run's trigger, and `async`, the candidate) or `match` (a shared field such as
+    "data.accountId"), within `timeout` (seconds or a timedelta) of the run's start."""
+
+    event: str
+    if_: str | None = None
+    match: str | None = None
+    timeout: timedelta | float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.event or "*" in self.event:
+            raise FunctionDefinitionError(f"cancel event {self.event!r} must be an event name")
+        if self.if_ is not None and self.match is not None:
+            raise FunctionDefinitionError("a cancel rule takes `if_` or `match`, not both")
+        if self.match is not None and not _FIELD.match(self.match):
+            raise FunctionDefinitionError(
+                f"cancel match {self.match!r} must be a dotted field path such as data.accountId"
+            )
+        if self.if_ is not None:
+            _check_expression(self.if_, f"the `if` of cancel event {self.event!r}")
+
+    @property
+    def expression(self) -> str | None:
+        if self.match is not None:
+            return f"event.{self.match} == async.{self.match}"
+        return self.if_
+
+    @property
+    def timeout_ms(self) -> int:
+        if self.timeout is None:
+            return MAX_CANCEL_MS
+        seconds = (
+            self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else self.timeout
+        )
+        return min(MAX_CANCEL_MS, int(seconds * 1000))
+
+
 Trigger: TypeAlias = EventTrigger | CronTrigger
 Handler: TypeAlias = (
     "Callable[[Context], Awaitable[JSON | Any]] | Callable[[ContextSync], JSON | Any]"
@@ -86,6 +130,7 @@ class FunctionDefinition:
     name: str = ""
     retries: int = DEFAULT_RETRIES
     is_async: bool = field(default=True)
+    cancel_on: tuple[CancelOn, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -113,6 +158,7 @@ def define_function(
     triggers: Sequence[Trigger],
     name: str | None = None,
     retries: int = DEFAULT_RETRIES,
+    cancel_on: Sequence[CancelOn] = (),
 ) -> FunctionDefinition:
     if not _FUNCTION_ID.match(id):
         raise FunctionDefinitionError(
@@ -128,6 +174,10 @@ def define_function(
         raise FunctionDefinitionError(
             f"function {id!r}: retries must be an integer from 0 to {MAX_RETRIES}, got {retries!r}"
         )
+    if len(cancel_on) > MAX_CANCELS:
+        raise FunctionDefinitionError(
+            f"function {id!r} has {len(cancel_on)} cancel rules; the limit is {MAX_CANCELS}"
+        )
     if not callable(handler):
         raise FunctionDefinitionError(f"function {id!r}: the handler is not callable")
     return FunctionDefinition(
@@ -138,6 +188,7 @@ def define_function(
         name=name or id,
         retries=retries,
         is_async=inspect.iscoroutinefunction(handler),
+        cancel_on=tuple(cancel_on),
     )
 
 

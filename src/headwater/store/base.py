@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from headwater.crypto import SealedUser
-from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord
+from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord, WaitRecord
 from headwater.types import Millis
 
 
@@ -141,3 +141,27 @@ class Store(Protocol):
 
     async def extend_lease(self, item_id: str, owner: str, lease_until: Millis) -> bool:
         """Keep a long execution's lease alive; False if `owner` lost it."""
+
+    # -- waits (wait_for_event, cancel_on) -----------------------------------------------------
+
+    async def park_for_wait(self, item_id: str, owner: str, wait: WaitRecord) -> bool:
+        """Store `wait` (kept as it is if already stored) and make the run's item due at the
+        wait's expiry, releasing the lease, in one transaction. False if `owner` lost the lease."""
+
+    async def add_waits(self, waits: Sequence[WaitRecord]) -> None:
+        """Store waits (each kept as it is if already stored)."""
+
+    async def pending_waits(self, event_name: str, now: Millis) -> list[WaitRecord]:
+        """Unexpired waits for events of this name whose runs are still active."""
+
+    async def waits_of_run(self, run_id: str) -> list[WaitRecord]: ...
+
+    async def resolve_step_wait(self, wait_id: str, step: StepRecord, now: Millis) -> bool:
+        """In one transaction: delete the wait, record its step's memo (the matched event, or
+        null on timeout) and make the run's unleased items due now. False if the wait was already
+        gone (resolved by someone else): then nothing changes."""
+
+    async def delete_wait(self, wait_id: str) -> bool: ...
+
+    async def wait_event_names(self, now: Millis) -> set[str]:
+        """The names of events that unexpired waits are waiting for."""

@@ -87,3 +87,29 @@ class QueueItem:
     attempt: int = 0
     lease_owner: str | None = None
     lease_until: Millis | None = None
+
+
+class WaitKind(StrEnum):
+    #: `step.wait_for_event`: a matching event resolves the step with that event.
+    STEP = "step"
+    #: `cancel_on`: a matching event cancels the run.
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRecord:
+    """A run waiting for an event named `event_name` that satisfies `expression` (CEL over
+    `event`, the run's trigger event, and `async`, the candidate)."""
+
+    wait_id: str
+    run_id: str
+    kind: WaitKind
+    event_name: str
+    expression: str | None
+    created_at: Millis
+    expires_at: Millis
+    #: The step a matching event resolves (kind STEP).
+    step_id: str | None = None
+    step_name: str | None = None
+    #: Events received from this time on are candidates (created_at, or earlier with a lookback).
+    match_from: Millis = 0

@@ -28,6 +28,7 @@ from headwater.store.migrations import load_migrations
 from headwater.store.run_rules import plan_runs
 from headwater.store.runs import NewRun
 from headwater.store.sqlite_runs import SQLiteRunVerbs, create_planned_runs
+from headwater.store.sqlite_waits import SQLiteWaitVerbs
 
 T = TypeVar("T")
 
@@ -70,7 +71,7 @@ def parse_sqlite_url(url: str) -> tuple[Path | str, str]:
     return (raw_path if raw_path == ":memory:" else Path(raw_path)), synchronous
 
 
-class SQLiteStore(SQLiteRunVerbs):
+class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs):
     """`Store` on one SQLite file (see the module docstring for how writes are grouped). The run
     verbs come from `SQLiteRunVerbs` (sqlite_runs.py) and use the same `_write`/`_read`."""
 
@@ -165,6 +166,17 @@ class SQLiteStore(SQLiteRunVerbs):
             connection.close()
 
     def _commit_batch(self, connection: sqlite3.Connection, batch: list[_Job]) -> None:
+        import os as _os
+        if _os.environ.get("HW_TRACE"):
+            _t0 = time.perf_counter()
+            self._commit_batch2(connection, batch)
+            _t1 = time.perf_counter()
+            with open(_os.environ["HW_TRACE"], "a") as fh:
+                fh.write(f"{_t0:.6f} {len(batch)} {(_t1-_t0)*1e6:.0f}\n")
+            return
+        self._commit_batch2(connection, batch)
+
+    def _commit_batch2(self, connection: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
             connection.execute("BEGIN IMMEDIATE")
             for job in batch:

@@ -95,3 +95,46 @@ async def sleeper(ctx: Context) -> str:
     await ctx.step.sleep("long", timedelta(seconds=float(ctx.event.data.get("seconds", 3600))))
     await ctx.step.run("after", lambda: trace(f"sleeper:after:{ctx.event.data['key']}"))
     return "woke"
+
+
+@hw.function(id="approval", trigger=hw.on_event("app/approval.requested"))
+async def approval(ctx: Context) -> dict[str, Any]:
+    account_id = ctx.event.data["accountId"]
+    await ctx.step.run("announce", lambda: trace(f"approval:waiting:{account_id}"))
+    reply = await ctx.step.wait_for_event(
+        "wait-reply",
+        event="app/approval.replied",
+        match="data.accountId",
+        timeout=float(ctx.event.data.get("timeout", 30)),
+        lookback=float(ctx.event.data.get("lookback", 0)) or None,
+    )
+    ids = await ctx.step.send_event(
+        "notify", {"name": "app/approval.done", "data": {"accountId": account_id}}
+    )
+    return {"reply": reply.data if reply else None, "sent": ids}
+
+
+@hw.function(id="approval-sync", trigger=hw.on_event("app/approval-sync.requested"))
+def approval_sync(ctx: ContextSync) -> dict[str, Any]:
+    account_id = ctx.event.data["accountId"]
+    ctx.step.run("announce", lambda: trace(f"approval-sync:waiting:{account_id}"))
+    reply = ctx.step.wait_for_event(
+        "wait-reply",
+        event="app/approval.replied",
+        if_="event.data.accountId == async.data.accountId && async.data.approved == true",
+        timeout=30,
+    )
+    return {"reply": reply.data if reply else None}
+
+
+@hw.function(
+    id="cancellable",
+    trigger=hw.on_event("app/subscription.started"),
+    cancel_on=[hw.cancel_event("app/subscription.ended", match="data.accountId")],
+)
+async def cancellable(ctx: Context) -> str:
+    account_id = ctx.event.data["accountId"]
+    await ctx.step.run("before", lambda: trace(f"cancellable:before:{account_id}"))
+    await ctx.step.sleep("long", timedelta(seconds=float(ctx.event.data.get("seconds", 3600))))
+    await ctx.step.run("after", lambda: trace(f"cancellable:after:{account_id}"))
+    return "finished"

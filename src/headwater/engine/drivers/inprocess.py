@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from headwater.protocol.steps import CallRequest, CallResponse
-from headwater.sdk.execution import Checkpoint, execute
+from headwater.sdk.execution import Checkpoint, EventSender, execute
 from headwater.sdk.functions import FunctionDefinition
 
 #: Sync functions run in this many threads at most; more wait for a free thread. Sized for I/O
@@ -18,9 +18,15 @@ class InProcessDriver:
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="headwater-fn")
 
     async def call(
-        self, function: FunctionDefinition, request: CallRequest, checkpoint: Checkpoint | None
+        self,
+        function: FunctionDefinition,
+        request: CallRequest,
+        checkpoint: Checkpoint | None,
+        sender: EventSender | None = None,
     ) -> CallResponse:
-        return await execute(function, request, checkpoint=checkpoint, threads=self._threads)
+        return await execute(
+            function, request, checkpoint=checkpoint, threads=self._threads, sender=sender
+        )
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,148 @@
+"""The wait verbs of the PostgreSQL backend (`step.wait_for_event`, `cancel_on`), mixed into
+`PostgresStore` like the run verbs: each verb is one statement (CTEs where several tables change),
+so each is one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+
+from psycopg.abc import Params
+
+from headwater.store.run_rules import ACTIVE_STATUSES
+from headwater.store.runs import StepRecord, WaitKind, WaitRecord
+from headwater.types import Millis
+
+_WAIT_COLUMNS: Final = (
+    "wait_id, run_id, kind, event_name, expression, created_at, expires_at, step_id, step_name,"
+    " match_from"
+)
+_QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in _WAIT_COLUMNS.split(","))
+_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
+_VALUES: Final = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+#: Release the lease and store the wait only if the lease is still ours.
+_PARK: Final = f"""
+WITH parked AS (
+    UPDATE queue SET due_at = %s, attempt = 0, lease_owner = NULL, lease_until = NULL
+    WHERE item_id = %s AND lease_owner = %s
+    RETURNING item_id
+), stored AS (
+    INSERT INTO waits ({_WAIT_COLUMNS})
+    SELECT * FROM (VALUES {_VALUES}) AS v WHERE EXISTS (SELECT 1 FROM parked)
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM parked
+"""
+
+#: Delete the wait; only if that happened, record the memo and wake the run's unleased items.
+_RESOLVE: Final = """
+WITH gone AS (
+    DELETE FROM waits WHERE wait_id = %(wait_id)s RETURNING run_id
+), step AS (
+    INSERT INTO run_steps (run_id, step_id, name, op, memo, started_at, ended_at, attempts)
+    SELECT %(run_id)s, %(step_id)s, %(name)s, %(op)s, %(memo)s::jsonb, %(started_at)s,
+        %(ended_at)s, %(attempts)s
+    WHERE EXISTS (SELECT 1 FROM gone)
+    ON CONFLICT (run_id, step_id) DO NOTHING
+), woken AS (
+    UPDATE queue SET due_at = %(now)s
+    WHERE run_id = %(run_id)s AND lease_until IS NULL AND due_at > %(now)s
+        AND EXISTS (SELECT 1 FROM gone)
+)
+SELECT count(*) FROM gone
+"""
+
+
+class _Plumbing(Protocol):
+    async def _fetch(self, sql: str, params: Params) -> list[tuple[Any, ...]]: ...
+
+    async def _rowcount(self, sql: str, params: Params) -> int: ...
+
+
+def _wait_params(wait: WaitRecord) -> tuple[object, ...]:
+    return (
+        wait.wait_id,
+        wait.run_id,
+        wait.kind.value,
+        wait.event_name,
+        wait.expression,
+        wait.created_at,
+        wait.expires_at,
+        wait.step_id,
+        wait.step_name,
+        wait.match_from,
+    )
+
+
+def _wait_record(row: Sequence[Any]) -> WaitRecord:
+    return WaitRecord(
+        wait_id=row[0],
+        run_id=row[1],
+        kind=WaitKind(row[2]),
+        event_name=row[3],
+        expression=row[4],
+        created_at=int(row[5]),
+        expires_at=int(row[6]),
+        step_id=row[7],
+        step_name=row[8],
+        match_from=int(row[9]),
+    )
+
+
+class PostgresWaitVerbs:
+    async def park_for_wait(self: _Plumbing, item_id: str, owner: str, wait: WaitRecord) -> bool:
+        rows = await self._fetch(_PARK, (wait.expires_at, item_id, owner, *_wait_params(wait)))
+        return bool(rows[0][0])
+
+    async def add_waits(self: _Plumbing, waits: Sequence[WaitRecord]) -> None:
+        for wait in waits:
+            await self._rowcount(
+                f"INSERT INTO waits ({_WAIT_COLUMNS}) VALUES {_VALUES} ON CONFLICT DO NOTHING",
+                _wait_params(wait),
+            )
+
+    async def pending_waits(self: _Plumbing, event_name: str, now: Millis) -> list[WaitRecord]:
+        rows = await self._fetch(
+            f"SELECT {_QUALIFIED} FROM waits AS w JOIN runs AS r ON r.run_id = w.run_id"
+            f" WHERE w.event_name = %s AND w.expires_at > %s AND r.status IN {_ACTIVE}"
+            " ORDER BY w.created_at, w.wait_id",
+            (event_name, now),
+        )
+        return [_wait_record(row) for row in rows]
+
+    async def waits_of_run(self: _Plumbing, run_id: str) -> list[WaitRecord]:
+        rows = await self._fetch(
+            f"SELECT {_WAIT_COLUMNS} FROM waits WHERE run_id = %s ORDER BY created_at, wait_id",
+            (run_id,),
+        )
+        return [_wait_record(row) for row in rows]
+
+    async def resolve_step_wait(
+        self: _Plumbing, wait_id: str, step: StepRecord, now: Millis
+    ) -> bool:
+        rows = await self._fetch(
+            _RESOLVE,
+            {
+                "wait_id": wait_id,
+                "run_id": step.run_id,
+                "step_id": step.step_id,
+                "name": step.name,
+                "op": step.op,
+                "memo": step.memo_json.decode(),
+                "started_at": step.started_at,
+                "ended_at": step.ended_at,
+                "attempts": step.attempts,
+                "now": now,
+            },
+        )
+        return bool(rows[0][0])
+
+    async def delete_wait(self: _Plumbing, wait_id: str) -> bool:
+        return await self._rowcount("DELETE FROM waits WHERE wait_id = %s", (wait_id,)) == 1
+
+    async def wait_event_names(self: _Plumbing, now: Millis) -> set[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT event_name FROM waits WHERE expires_at > %s", (now,)
+        )
+        return {row[0] for row in rows}

@@ -1,0 +1,147 @@
+"""The wait verbs of the SQLite backend (`step.wait_for_event`, `cancel_on`), mixed into
+`SQLiteStore` like the run verbs; each write is one job of the group-commit writer."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar
+
+from headwater.store.run_rules import ACTIVE_STATUSES
+from headwater.store.runs import StepRecord, WaitKind, WaitRecord
+from headwater.store.sqlite_runs import _RECORD_STEP
+from headwater.types import Millis
+
+T = TypeVar("T")
+
+_WAIT_COLUMNS: Final = (
+    "wait_id, run_id, kind, event_name, expression, created_at, expires_at, step_id, step_name,"
+    " match_from"
+)
+_INSERT_WAIT: Final = (
+    f"INSERT INTO waits ({_WAIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
+_QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in _WAIT_COLUMNS.split(","))
+_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
+
+
+class _Plumbing(Protocol):
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+def _wait_row(wait: WaitRecord) -> tuple[object, ...]:
+    return (
+        wait.wait_id,
+        wait.run_id,
+        wait.kind.value,
+        wait.event_name,
+        wait.expression,
+        wait.created_at,
+        wait.expires_at,
+        wait.step_id,
+        wait.step_name,
+        wait.match_from,
+    )
+
+
+def _wait_record(row: Sequence[Any]) -> WaitRecord:
+    return WaitRecord(
+        wait_id=row[0],
+        run_id=row[1],
+        kind=WaitKind(row[2]),
+        event_name=row[3],
+        expression=row[4],
+        created_at=row[5],
+        expires_at=row[6],
+        step_id=row[7],
+        step_name=row[8],
+        match_from=row[9],
+    )
+
+
+class SQLiteWaitVerbs:
+    async def park_for_wait(self: _Plumbing, item_id: str, owner: str, wait: WaitRecord) -> bool:
+        def park(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "UPDATE queue SET due_at = ?, attempt = 0, lease_owner = NULL, lease_until = NULL"
+                " WHERE item_id = ? AND lease_owner = ?",
+                (wait.expires_at, item_id, owner),
+            )
+            if cursor.rowcount != 1:
+                return False
+            connection.execute(_INSERT_WAIT, _wait_row(wait))
+            return True
+
+        return await self._write(park)
+
+    async def add_waits(self: _Plumbing, waits: Sequence[WaitRecord]) -> None:
+        rows = [_wait_row(wait) for wait in waits]
+        if rows:
+            await self._write(lambda connection: connection.executemany(_INSERT_WAIT, rows))
+
+    async def pending_waits(self: _Plumbing, event_name: str, now: Millis) -> list[WaitRecord]:
+        def select(connection: sqlite3.Connection) -> list[WaitRecord]:
+            rows = connection.execute(
+                f"SELECT {_QUALIFIED} FROM waits AS w JOIN runs AS r ON r.run_id = w.run_id"
+                f" WHERE w.event_name = ? AND w.expires_at > ? AND r.status IN {_ACTIVE}"
+                " ORDER BY w.created_at, w.wait_id",
+                (event_name, now),
+            )
+            return [_wait_record(row) for row in rows]
+
+        return await self._read(select)
+
+    async def waits_of_run(self: _Plumbing, run_id: str) -> list[WaitRecord]:
+        def select(connection: sqlite3.Connection) -> list[WaitRecord]:
+            rows = connection.execute(
+                f"SELECT {_WAIT_COLUMNS} FROM waits WHERE run_id = ? ORDER BY created_at, wait_id",
+                (run_id,),
+            )
+            return [_wait_record(row) for row in rows]
+
+        return await self._read(select)
+
+    async def resolve_step_wait(
+        self: _Plumbing, wait_id: str, step: StepRecord, now: Millis
+    ) -> bool:
+        step_params = (
+            step.run_id,
+            step.step_id,
+            step.name,
+            step.op,
+            step.memo_json.decode(),
+            step.started_at,
+            step.ended_at,
+            step.attempts,
+            step.run_id,
+        )
+
+        def resolve(connection: sqlite3.Connection) -> bool:
+            if connection.execute("DELETE FROM waits WHERE wait_id = ?", (wait_id,)).rowcount != 1:
+                return False
+            connection.execute(_RECORD_STEP, step_params)
+            connection.execute(
+                "UPDATE queue SET due_at = ? WHERE run_id = ? AND lease_until IS NULL AND due_at > ?",
+                (now, step.run_id, now),
+            )
+            return True
+
+        return await self._write(resolve)
+
+    async def delete_wait(self: _Plumbing, wait_id: str) -> bool:
+        return await self._write(
+            lambda connection: (
+                connection.execute("DELETE FROM waits WHERE wait_id = ?", (wait_id,)).rowcount == 1
+            )
+        )
+
+    async def wait_event_names(self: _Plumbing, now: Millis) -> set[str]:
+        def select(connection: sqlite3.Connection) -> set[str]:
+            rows = connection.execute(
+                "SELECT DISTINCT event_name FROM waits WHERE expires_at > ?", (now,)
+            )
+            return {row[0] for row in rows}
+
+        return await self._read(select)

@@ -1,0 +1,135 @@
+"""wait_for_event, send_event and cancel_on end to end, against a real server on both backends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import BACKENDS, fresh_postgres_schema
+from tests.integration.test_engine_runs import Shop, key, start_shop
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shop(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shop]:
+    data_dir = tmp_path_factory.mktemp("waits")
+
+    def run(db_url: str | None) -> Iterator[Shop]:
+        server = start_shop(data_dir, db_url).start()
+        shop = Shop(server, data_dir / "trace.log")
+        try:
+            yield shop
+        finally:
+            shop.close()
+            server.stop()
+
+    if request.param == "sqlite":
+        yield from run(None)
+    else:
+        with fresh_postgres_schema() as url:
+            yield from run(url)
+
+
+def wait_for_trace(shop: Shop, line: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not shop.traced(line):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{line!r} never traced\n{shop.server.log()}")
+        time.sleep(0.05)
+
+
+def test_a_matching_event_resolves_the_wait(shop: Shop) -> None:
+    account = key()
+    event_id = shop.send({"name": "app/approval.requested", "data": {"accountId": account}})
+    wait_for_trace(shop, f"approval:waiting:{account}")
+    shop.send({"name": "app/approval.replied", "data": {"accountId": "someone-else", "ok": False}})
+    shop.send({"name": "app/approval.replied", "data": {"accountId": account, "ok": True}})
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["status"] == "Completed", run
+    assert run["output"]["reply"] == {"accountId": account, "ok": True}
+    (sent_id,) = run["output"]["sent"]
+    sent = shop.http.get(f"/v1/events/{sent_id}").json()["data"]
+    assert sent["name"] == "app/approval.done" and sent["data"] == {"accountId": account}
+    done = shop.http.get("/v1/events", params={"name": "app/approval.done"}).json()["data"]
+    assert [e["internal_id"] for e in done if e["data"]["accountId"] == account] == [sent_id]
+
+
+def test_a_wait_times_out_with_none(shop: Shop) -> None:
+    account = key()
+    event_id = shop.send(
+        {"name": "app/approval.requested", "data": {"accountId": account, "timeout": 0.5}}
+    )
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["status"] == "Completed" and run["output"]["reply"] is None
+
+
+def test_lookback_matches_an_event_received_before_the_wait(shop: Shop) -> None:
+    account = key()
+    shop.send({"name": "app/approval.replied", "data": {"accountId": account, "early": True}})
+    time.sleep(0.05)
+    event_id = shop.send(
+        {"name": "app/approval.requested", "data": {"accountId": account, "lookback": 60}}
+    )
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["output"]["reply"] == {"accountId": account, "early": True}
+
+
+def test_without_lookback_an_earlier_event_does_not_count(shop: Shop) -> None:
+    account = key()
+    shop.send({"name": "app/approval.replied", "data": {"accountId": account, "early": True}})
+    time.sleep(0.05)
+    event_id = shop.send(
+        {"name": "app/approval.requested", "data": {"accountId": account, "timeout": 1}}
+    )
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["output"]["reply"] is None
+
+
+def test_sync_wait_with_an_if_expression(shop: Shop) -> None:
+    account = key()
+    event_id = shop.send({"name": "app/approval-sync.requested", "data": {"accountId": account}})
+    wait_for_trace(shop, f"approval-sync:waiting:{account}")
+    shop.send({"name": "app/approval.replied", "data": {"accountId": account, "approved": False}})
+    time.sleep(0.3)
+    assert shop.runs(event_id)[0]["status"] == "Running"
+    shop.send({"name": "app/approval.replied", "data": {"accountId": account, "approved": True}})
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["output"] == {"reply": {"accountId": account, "approved": True}}
+
+
+def test_cancel_on_cancels_a_sleeping_run(shop: Shop) -> None:
+    account = key()
+    other = key()
+    event_id = shop.send(
+        {"name": "app/subscription.started", "data": {"accountId": account, "seconds": 3}}
+    )
+    other_id = shop.send(
+        {"name": "app/subscription.started", "data": {"accountId": other, "seconds": 1}}
+    )
+    wait_for_trace(shop, f"cancellable:before:{account}")
+    shop.send({"name": "app/subscription.ended", "data": {"accountId": account}})
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["status"] == "Cancelled" and run["reason"].startswith("cancelled by event")
+    (untouched,) = shop.wait_for_runs(other_id)
+    assert untouched["status"] == "Completed"
+    time.sleep(3.2)
+    assert shop.traced(f"cancellable:after:{account}") == []
+
+
+def test_cancel_on_catches_an_event_that_came_before_the_run_started(shop: Shop) -> None:
+    account = key()
+    start = int(time.time() * 1000) + 1000
+    event_id = shop.send(
+        {
+            "name": "app/subscription.started",
+            "ts": start,
+            "data": {"accountId": account, "seconds": 1},
+        }
+    )
+    shop.send({"name": "app/subscription.ended", "data": {"accountId": account}})
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["status"] == "Cancelled"
+    assert shop.traced(f"cancellable:before:{account}") == []
