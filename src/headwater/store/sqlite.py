@@ -166,17 +166,6 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs):
             connection.close()
 
     def _commit_batch(self, connection: sqlite3.Connection, batch: list[_Job]) -> None:
-        import os as _os
-        if _os.environ.get("HW_TRACE"):
-            _t0 = time.perf_counter()
-            self._commit_batch2(connection, batch)
-            _t1 = time.perf_counter()
-            with open(_os.environ["HW_TRACE"], "a") as fh:
-                fh.write(f"{_t0:.6f} {len(batch)} {(_t1-_t0)*1e6:.0f}\n")
-            return
-        self._commit_batch2(connection, batch)
-
-    def _commit_batch2(self, connection: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
             connection.execute("BEGIN IMMEDIATE")
             for job in batch:
