@@ -45,6 +45,7 @@ log = logging.getLogger("headwater.executor")
 
 #: Inngest's longest wait (PROTOCOL §1.10).
 MAX_WAIT_MS: Final = 366 * 86_400_000
+_NEVER: Final = 2**62
 
 _EXCLUDED_EVENT_FIELDS: Final = ("internal_id", "received_at", "user_erased", "meta")
 
@@ -87,6 +88,9 @@ class Executor:
         self.retry = retry
         self.limits = limits
         self.on_reschedule = on_reschedule
+        #: The finish deadline of each item being executed (timeouts.finish): nothing is
+        #: rescheduled past it, so the run wakes at its deadline to be cancelled.
+        self._deadlines: dict[str, Millis] = {}
         self.matcher = matcher
         self.on_wait_name = on_wait_name
 
@@ -104,6 +108,8 @@ class Executor:
                 item,
                 FunctionError("FunctionNotFound", f"no function {run.function_id!r} is registered"),
             )
+            return
+        if await self._timed_out(run, item, function):
             return
         if not await self._prepare_waits(run, function):
             return
@@ -142,7 +148,10 @@ class Executor:
                 await heartbeat
         # Attempts count per step: a step that succeeded in this call starts the count afresh.
         attempt = 0 if checkpoint_count else item.attempt
-        await self._handle(run, item, function.max_attempts, attempt, response)
+        try:
+            await self._handle(run, item, function.max_attempts, attempt, response)
+        finally:
+            self._deadlines.pop(item.item_id, None)
 
     async def _request(
         self, run: RunRecord, item: QueueItem, max_attempts: int
@@ -290,6 +299,29 @@ class Executor:
                 ),
             )
 
+    async def _timed_out(
+        self, run: RunRecord, item: QueueItem, function: FunctionDefinition
+    ) -> bool:
+        """Cancel a run past its start or finish timeout; note its deadline otherwise."""
+        timeouts = function.timeouts
+        if timeouts is None or run.started_at is None:
+            return False
+        now = now_ms()
+        reason = None
+        start_ms, finish_ms = timeouts.start_ms, timeouts.finish_ms
+        if start_ms is not None and run.started_at - run.created_at > start_ms:
+            reason = f"not started within its start timeout ({start_ms} ms)"
+        elif finish_ms is not None and now >= run.started_at + finish_ms:
+            reason = f"not finished within its finish timeout ({finish_ms} ms)"
+        if reason is None:
+            if finish_ms is not None:
+                self._deadlines[item.item_id] = run.started_at + finish_ms
+            return False
+        await self.store.finish_run(
+            run.run_id, item.item_id, self.owner, RunStatus.CANCELLED, now, reason=reason
+        )
+        return True
+
     async def _prepare_waits(self, run: RunRecord, function: FunctionDefinition) -> bool:
         """Time out expired waits and register the function's cancel rules; False if the run
         turned out to be cancelled by an event that arrived before it could execute."""
@@ -344,7 +376,9 @@ class Executor:
             event_name=event_name,
             expression=str(expression) if expression is not None else None,
             created_at=now,
-            expires_at=now + min(timeout_ms, MAX_WAIT_MS),
+            expires_at=min(
+                now + min(timeout_ms, MAX_WAIT_MS), self._deadlines.get(item.item_id, _NEVER)
+            ),
             step_id=op.id,
             step_name=op.display_name or op.name,
             match_from=now - lookback_ms,
@@ -364,6 +398,7 @@ class Executor:
         return await self.event_log.append(events, seed=seed)
 
     async def _reschedule(self, item: QueueItem, due_at: Millis, attempt: int) -> None:
+        due_at = min(due_at, self._deadlines.get(item.item_id, _NEVER))
         if await self.store.reschedule(item.item_id, self.owner, due_at, attempt):
             self.on_reschedule()
         else:

@@ -28,6 +28,7 @@ from headwater.sdk.config import ClientConfig, resolve_config
 from headwater.sdk.functions import (
     DEFAULT_RETRIES,
     CancelOn,
+    Timeouts,
     CronTrigger,
     EventTrigger,
     FunctionDefinition,
@@ -151,6 +152,7 @@ class Headwater:
         name: str | None = None,
         retries: int = DEFAULT_RETRIES,
         cancel_on: Sequence[CancelOn] = (),
+        timeouts: Timeouts | None = None,
     ) -> Callable[[Callable[..., Any]], FunctionDefinition]:
         """Define a durable function of this app. `async def f(ctx: Context)` or
         `def f(ctx: ContextSync)`; with no trigger it runs only when invoked."""
@@ -165,6 +167,7 @@ class Headwater:
                 name=name,
                 retries=retries,
                 cancel_on=cancel_on,
+                timeouts=timeouts,
             )
             if id in self._functions:
                 raise FunctionDefinitionError(f"app {self.app_id!r} already has a function {id!r}")

@@ -113,6 +113,33 @@ class CancelOn:
         return min(MAX_CANCEL_MS, int(seconds * 1000))
 
 
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """`start`: cancel a run not started this long after it was queued; `finish`: cancel a run
+    not finished this long after it started (seconds or timedeltas)."""
+
+    start: timedelta | float | None = None
+    finish: timedelta | float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("start", "finish"):
+            value = getattr(self, name)
+            if value is not None and _seconds(value) <= 0:
+                raise FunctionDefinitionError(f"timeouts.{name} must be positive, got {value!r}")
+
+    @property
+    def start_ms(self) -> int | None:
+        return None if self.start is None else int(_seconds(self.start) * 1000)
+
+    @property
+    def finish_ms(self) -> int | None:
+        return None if self.finish is None else int(_seconds(self.finish) * 1000)
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 Trigger: TypeAlias = EventTrigger | CronTrigger
 Handler: TypeAlias = (
     "Callable[[Context], Awaitable[JSON | Any]] | Callable[[ContextSync], JSON | Any]"
@@ -131,6 +158,7 @@ class FunctionDefinition:
     retries: int = DEFAULT_RETRIES
     is_async: bool = field(default=True)
     cancel_on: tuple[CancelOn, ...] = ()
+    timeouts: Timeouts | None = None
 
     @property
     def slug(self) -> str:
@@ -159,6 +187,7 @@ def define_function(
     name: str | None = None,
     retries: int = DEFAULT_RETRIES,
     cancel_on: Sequence[CancelOn] = (),
+    timeouts: Timeouts | None = None,
 ) -> FunctionDefinition:
     if not _FUNCTION_ID.match(id):
         raise FunctionDefinitionError(
@@ -189,6 +218,7 @@ def define_function(
         retries=retries,
         is_async=inspect.iscoroutinefunction(handler),
         cancel_on=tuple(cancel_on),
+        timeouts=timeouts,
     )
 
 

@@ -9,8 +9,9 @@ from typing import Any, Final, Protocol
 
 from psycopg.abc import Params
 
+from headwater.store.postgres_runs import _RUN_COLUMNS, _run_record
 from headwater.store.run_rules import ACTIVE_STATUSES
-from headwater.store.runs import StepRecord, WaitKind, WaitRecord
+from headwater.store.runs import RunRecord, StepRecord, WaitKind, WaitRecord
 from headwater.types import Millis
 
 _WAIT_COLUMNS: Final = (
@@ -146,3 +147,14 @@ class PostgresWaitVerbs:
             "SELECT DISTINCT event_name FROM waits WHERE expires_at > %s", (now,)
         )
         return {row[0] for row in rows}
+
+    async def active_runs(
+        self: _Plumbing, function_id: str, created_after: Millis, created_before: Millis, limit: int
+    ) -> list[RunRecord]:
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.function_id = %s"
+            f" AND r.created_at >= %s AND r.created_at < %s AND r.status IN {_ACTIVE}"
+            " ORDER BY r.created_at, r.run_id LIMIT %s",
+            (function_id, created_after, created_before, limit),
+        )
+        return [_run_record(row) for row in rows]

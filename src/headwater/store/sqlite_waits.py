@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 from headwater.store.run_rules import ACTIVE_STATUSES
-from headwater.store.runs import StepRecord, WaitKind, WaitRecord
-from headwater.store.sqlite_runs import _RECORD_STEP
+from headwater.store.runs import RunRecord, StepRecord, WaitKind, WaitRecord
+from headwater.store.sqlite_runs import _RECORD_STEP, _RUN_COLUMNS, _event_ids, _run_record
 from headwater.types import Millis
 
 T = TypeVar("T")
@@ -143,5 +143,18 @@ class SQLiteWaitVerbs:
                 "SELECT DISTINCT event_name FROM waits WHERE expires_at > ?", (now,)
             )
             return {row[0] for row in rows}
+
+        return await self._read(select)
+
+    async def active_runs(
+        self: _Plumbing, function_id: str, created_after: Millis, created_before: Millis, limit: int
+    ) -> list[RunRecord]:
+        def select(connection: sqlite3.Connection) -> list[RunRecord]:
+            rows = connection.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE function_id = ? AND created_at >= ?"
+                f" AND created_at < ? AND status IN {_ACTIVE} ORDER BY created_at, run_id LIMIT ?",
+                (function_id, created_after, created_before, limit),
+            ).fetchall()
+            return [_run_record(row, _event_ids(connection, row[0])) for row in rows]
 
         return await self._read(select)

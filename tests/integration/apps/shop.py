@@ -13,6 +13,7 @@ from typing import Any
 from headwater import Headwater
 from headwater.errors import NonRetriableError, StepError
 from headwater.sdk.context import Context, ContextSync
+from headwater.sdk.functions import Timeouts
 
 hw = Headwater(app_id="shop")
 
@@ -137,4 +138,17 @@ async def cancellable(ctx: Context) -> str:
     await ctx.step.run("before", lambda: trace(f"cancellable:before:{account_id}"))
     await ctx.step.sleep("long", timedelta(seconds=float(ctx.event.data.get("seconds", 3600))))
     await ctx.step.run("after", lambda: trace(f"cancellable:after:{account_id}"))
+    return "finished"
+
+
+@hw.function(
+    id="timed",
+    trigger=hw.on_event("app/timed"),
+    timeouts=Timeouts(finish=timedelta(seconds=1)),
+)
+async def timed(ctx: Context) -> str:
+    key = ctx.event.data["key"]
+    await ctx.step.run("before", lambda: trace(f"timed:before:{key}"))
+    await ctx.step.sleep("too-long", timedelta(seconds=5))
+    await ctx.step.run("after", lambda: trace(f"timed:after:{key}"))
     return "finished"
