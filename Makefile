@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8288
+# An app whose functions run in the server's process, e.g. `make run APP=examples.shop:hw`.
+APP ?=
 
 .PHONY: run test lint typecheck pytest bench install install-dev format clean
 
@@ -24,14 +26,14 @@ install-dev: $(VENV)/.installed-dev
 
 ## Start the dev server on 127.0.0.1:8288 with SQLite under .headwater/
 run: install
-	$(BIN)/headwater dev --host $(HOST) --port $(PORT)
+	$(BIN)/headwater dev $(APP) --host $(HOST) --port $(PORT)
 
 ## ruff + mypy --strict + the whole pytest suite
 test: install-dev lint typecheck pytest
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: install-dev
 	$(BIN)/mypy src
@@ -40,8 +42,8 @@ pytest: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 format: install-dev
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples
 
 ## Load benchmarks (not part of `make test`); figures go in the README's performance table
 bench: install-dev

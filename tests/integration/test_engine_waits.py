@@ -201,3 +201,48 @@ def test_bulk_cancellation_rejects_bad_requests(
     response = shop.http.post("/v1/cancellations", json=body)
     assert response.status_code == 400
     assert response.json()["error"].startswith(message)
+
+
+def test_invoke_returns_the_callee_result_and_raises_its_failure(shop: Shop) -> None:
+    event_id = shop.send({"name": "app/parent", "data": {"n": 21}})
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"result": {"doubled": 42}, "failure": "cannot double that"}
+
+
+def test_on_failure_runs_with_the_failure_and_system_events_are_listed(shop: Shop) -> None:
+    k = key()
+    event_id = shop.send({"name": "app/doomed", "data": {"key": k}})
+    (run,) = shop.wait_for_runs(event_id)
+    assert run["status"] == "Failed"
+    wait_for_trace(shop, f"doomed-failure:{k}:doomed from the start")
+    finished = shop.http.get(
+        "/v1/events", params={"name": "inngest/function.finished", "limit": 100}
+    ).json()["data"]
+    (announcement,) = [e for e in finished if e["data"]["run_id"] == run["run_id"]]
+    assert announcement["data"]["function_id"] == "shop-doomed"
+    assert announcement["data"]["error"]["message"] == "doomed from the start"
+    assert "user" not in announcement["data"]["event"]
+    failed = shop.http.get(
+        "/v1/events", params={"name": "inngest/function.failed", "limit": 100}
+    ).json()["data"]
+    assert [e["id"] for e in failed if e["data"]["run_id"] == run["run_id"]] == [run["run_id"]]
+    assert all(
+        not e["name"].startswith("inngest/")
+        for e in shop.http.get("/v1/events", params={"limit": 100}).json()["data"]
+    )
+
+
+def test_a_step_output_over_4_mib_fails_the_run_clearly(shop: Shop) -> None:
+    (run,) = shop.wait_for_runs(shop.send({"name": "app/too-big", "data": {}}))
+    assert run["status"] == "Failed"
+    assert (
+        run["error"]["name"] == "StepLimitError"
+        and "the limit is 4194304" in run["error"]["message"]
+    )
+
+
+def test_sync_functions_invoke_and_send_events(shop: Shop) -> None:
+    (run,) = shop.wait_for_runs(shop.send({"name": "app/sync-chain", "data": {"n": 4}}))
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"doubled": {"doubled": 8}, "sent": 1}

@@ -18,6 +18,7 @@ from headwater.errors import EventValidationError, UnknownKeyError
 from headwater.protocol.events import (
     DEFAULT_LIMITS,
     NUL_PROBLEM,
+    RESERVED_PREFIX,
     EventLimits,
     NormalizedEvent,
     encoded_has_nul,
@@ -28,6 +29,7 @@ from headwater.store import EventQuery, EventRecord, Store
 
 if TYPE_CHECKING:
     from headwater.engine.triggers import RunPlanner
+    from headwater.store.runs import NewRun
 from headwater.types import JSONObject, Millis
 
 
@@ -89,6 +91,42 @@ class EventLog:
         if self.on_stored is not None:
             self.on_stored(records)
         return [record.internal_id for record in records]
+
+    async def append_system(
+        self,
+        events: Sequence[NormalizedEvent],
+        runs_for: Callable[[Sequence[EventRecord]], Sequence[NewRun]] | None = None,
+        *,
+        seed: IdSeed | None = None,
+        received_at: Millis | None = None,
+    ) -> int:
+        """Store Headwater's own events (named `inngest/...`, the names `append` refuses to users),
+        already built by the engine, so not validated as a send is.
+
+        In one transaction with them: the runs `runs_for(records)` names (e.g. a cron function's
+        run, which needs the event's internal id) and those of functions whose triggers match them.
+        With a `seed`, the ids are derived from it: if the events are already stored (another
+        process or an earlier attempt stored the same ids), nothing is stored and none of the runs
+        is created again. Returns how many events were new. ValueError for an event that is not a
+        system event or carries a `user` (system events have none to seal).
+        """
+        now = received_at if received_at is not None else time.time_ns() // 1_000_000
+        for index, event in enumerate(events):
+            if not event.name.startswith(RESERVED_PREFIX) or event.user:
+                raise ValueError(
+                    f"system event {index} ({event.name!r}) must be named "
+                    f"{RESERVED_PREFIX}... and have no user"
+                )
+        records = self.seal(events, seed, now)
+        runs = list(runs_for(records)) if runs_for is not None else []
+        if self.planner is not None:
+            runs += self.planner.plan(records, events, now)
+        new = await self.store.append_events(records, runs)
+        if new and runs and self.on_runs is not None:
+            self.on_runs()
+        if new and self.on_stored is not None:
+            self.on_stored(records)
+        return new
 
     def seal(
         self, events: Sequence[NormalizedEvent], seed: IdSeed | None, received_at: Millis

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -19,12 +20,14 @@ import orjson
 
 from headwater.engine.drivers import Driver
 from headwater.engine.event_log import EventLog
+from headwater.engine.outcomes import FINISHED, INVOKED, RunOutcomes
 from headwater.engine.registry import FunctionRegistry
 from headwater.errors import ExpressionError, StepLimitError
 from headwater.expr import compile_expression
 from headwater.flow.retry import RetryPolicy
 from headwater.protocol.durations import parse_duration_ms
-from headwater.protocol.ids import IdSeed
+from headwater.protocol.events import NormalizedEvent
+from headwater.protocol.ids import IdSeed, new_ulid, ulid_millis
 from headwater.protocol.steps import (
     CallContext,
     CallRequest,
@@ -34,8 +37,16 @@ from headwater.protocol.steps import (
     StepOp,
 )
 from headwater.sdk.functions import FunctionDefinition
-from headwater.store import Store
-from headwater.store.runs import QueueItem, RunRecord, RunStatus, StepRecord, WaitKind, WaitRecord
+from headwater.store import EventRecord, Store
+from headwater.store.runs import (
+    NewRun,
+    QueueItem,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    WaitKind,
+    WaitRecord,
+)
 from headwater.types import JSON, JSONObject, Millis
 
 if TYPE_CHECKING:
@@ -78,6 +89,7 @@ class Executor:
         on_reschedule: Callable[[], None] = lambda: None,
         matcher: WaitMatcher | None = None,
         on_wait_name: Callable[[str], None] = lambda name: None,
+        outcomes: RunOutcomes | None = None,
     ) -> None:
         self.store = store
         self.event_log = event_log
@@ -92,6 +104,7 @@ class Executor:
         #: rescheduled past it, so the run wakes at its deadline to be cancelled.
         self._deadlines: dict[str, Millis] = {}
         self.matcher = matcher
+        self.outcomes = outcomes or RunOutcomes(store, event_log)
         self.on_wait_name = on_wait_name
 
     async def run_item(self, item: QueueItem) -> None:
@@ -214,13 +227,8 @@ class Executor:
     ) -> None:
         now = now_ms()
         if response.done:
-            await self.store.finish_run(
-                run.run_id,
-                item.item_id,
-                self.owner,
-                RunStatus.COMPLETED,
-                now,
-                output_json=orjson.dumps(response.output),
+            await self.outcomes.finish(
+                run, item.item_id, self.owner, RunStatus.COMPLETED, output=response.output
             )
             return
         if response.error is not None:
@@ -275,6 +283,8 @@ class Executor:
                 await self._reschedule(item, now, 0)
         elif op.op is Opcode.WAIT_FOR_EVENT:
             await self._wait_for_event(run, item, op, now)
+        elif op.op is Opcode.INVOKE_FUNCTION:
+            await self._invoke(run, item, op, now)
         elif op.op is Opcode.SLEEP:
             wake = _sleep_wake(op, now)
             stored = await self.store.record_step(
@@ -317,8 +327,8 @@ class Executor:
             if finish_ms is not None:
                 self._deadlines[item.item_id] = run.started_at + finish_ms
             return False
-        await self.store.finish_run(
-            run.run_id, item.item_id, self.owner, RunStatus.CANCELLED, now, reason=reason
+        await self.outcomes.finish(
+            run, item.item_id, self.owner, RunStatus.CANCELLED, reason=reason
         )
         return True
 
@@ -394,6 +404,81 @@ class Executor:
                     await self.matcher.scan(stored)
         self.on_reschedule()
 
+    async def _invoke(self, run: RunRecord, item: QueueItem, op: StepOp, now: Millis) -> None:
+        """Start the callee's run and park this one until its `inngest/function.finished`."""
+        opts = op.opts or {}
+        target = opts.get("function_id")
+        payload = opts.get("payload")
+        data = payload.get("data") if isinstance(payload, dict) else None
+        problem = ""
+        timeout_ms = MAX_WAIT_MS
+        try:
+            if opts.get("timeout"):
+                timeout_ms = parse_duration_ms(str(opts["timeout"]))
+        except ValueError as exc:
+            problem = str(exc)
+        if not isinstance(target, str) or self.registry.get(target) is None:
+            problem = f"no function {target!r} is registered to invoke"
+        elif data is not None and not isinstance(data, dict):
+            problem = "the invoke payload's data must be an object"
+        if problem or not isinstance(target, str):
+            # The function sees the failure as a StepError at its invoke step.
+            memo = orjson.dumps({"error": {"name": "InvokeError", "message": problem}})
+            await self.store.record_step(
+                StepRecord(
+                    run.run_id, op.id, op.display_name or op.name, op.op.value, memo, now, now
+                )
+            )
+            await self._reschedule(item, now, 0)
+            return
+        arguments: JSONObject = data if isinstance(data, dict) else {}
+        correlation = f"{run.run_id}.{op.id}"
+        wait = WaitRecord(
+            wait_id=f"{run.run_id}:{op.id}",
+            run_id=run.run_id,
+            kind=WaitKind.INVOKE,
+            event_name=FINISHED,
+            expression=f"async.data.correlation_id == '{correlation}'",
+            created_at=now,
+            expires_at=min(
+                now + min(timeout_ms, MAX_WAIT_MS), self._deadlines.get(item.item_id, _NEVER)
+            ),
+            step_id=op.id,
+            step_name=op.display_name or op.name,
+            match_from=now,
+        )
+        # The wait exists before the callee can finish, so its announcement always finds it.
+        if not await self.store.park_for_wait(item.item_id, self.owner, wait):
+            log.warning("lost the lease of run %s before it could invoke", run.run_id)
+            return
+        self.on_wait_name(FINISHED)
+        invoked = NormalizedEvent(
+            name=INVOKED,
+            data={
+                **arguments,
+                "_inngest": {
+                    "fn_id": target,
+                    "correlation_id": correlation,
+                    "source_run_id": run.run_id,
+                    "source_fn_id": run.function_id,
+                },
+            },
+            user={},
+            id=None,
+            ts=now,
+            v=None,
+            meta=None,
+        )
+
+        def callee(records: Sequence[EventRecord]) -> list[NewRun]:
+            return [NewRun(new_ulid(), target, (records[0].internal_id,), now, now)]
+
+        digest = hashlib.sha256(correlation.encode()).digest()
+        await self.event_log.append_system(
+            [invoked], callee, seed=IdSeed(ulid_millis(run.run_id), digest[:10])
+        )
+        self.on_reschedule()
+
     async def _send_events(self, events: list[Any], seed: IdSeed) -> list[str]:
         return await self.event_log.append(events, seed=seed)
 
@@ -405,14 +490,7 @@ class Executor:
             log.warning("lost the lease of run %s before rescheduling it", item.run_id)
 
     async def _fail(self, run: RunRecord, item: QueueItem, error: FunctionError) -> None:
-        await self.store.finish_run(
-            run.run_id,
-            item.item_id,
-            self.owner,
-            RunStatus.FAILED,
-            now_ms(),
-            error_json=orjson.dumps(error.to_json()),
-        )
+        await self.outcomes.finish(run, item.item_id, self.owner, RunStatus.FAILED, error=error)
 
     async def _keep_lease(self, item: QueueItem) -> None:
         while True:

@@ -9,9 +9,11 @@ import socket
 from collections.abc import Iterable, Sequence
 
 from headwater.crypto import KeySource
+from headwater.engine.cron import CronScheduler
 from headwater.engine.drivers.inprocess import InProcessDriver
 from headwater.engine.event_log import EventLog
 from headwater.engine.executor import Executor, Limits, now_ms
+from headwater.engine.outcomes import RunOutcomes
 from headwater.engine.registry import FunctionRegistry
 from headwater.engine.triggers import RunPlanner
 from headwater.engine.waits import WaitMatcher
@@ -28,6 +30,9 @@ log = logging.getLogger("headwater.engine")
 
 
 class Engine:
+    #: Fires the cron triggers while started (engine/cron.py).
+    cron: CronScheduler | None = None
+
     def __init__(
         self,
         store: Store,
@@ -53,7 +58,8 @@ class Engine:
             on_runs=self._wake,
             on_stored=self._on_stored,
         )
-        self.matcher = WaitMatcher(store, self.event_log, self._wake)
+        self.outcomes = RunOutcomes(store, self.event_log)
+        self.matcher = WaitMatcher(store, self.event_log, self._wake, self.outcomes.cancel)
         #: Names of events some run waits for: only those events are matched against waits.
         self.watched_names: set[str] = {rule.event for f in self.registry for rule in f.cancel_on}
         self._background: set[asyncio.Task[None]] = set()
@@ -69,6 +75,7 @@ class Engine:
             on_reschedule=self._wake,
             matcher=self.matcher,
             on_wait_name=self.watched_names.add,
+            outcomes=self.outcomes,
         )
         self._lease_ms = lease_ms
         self._concurrency = concurrency
@@ -105,6 +112,8 @@ class Engine:
         """Start executing runs (the store must be open). Without functions there is nothing to run."""
         if not len(self.registry):
             return
+        self.cron = CronScheduler(self.store, self.event_log, self.registry)
+        await self.cron.start()  # parses every schedule first: a bad one fails the start here
         self.worker = Worker(
             self.store,
             self.executor,
@@ -117,6 +126,9 @@ class Engine:
         self._background.add(refresh)
 
     async def stop(self) -> None:
+        if self.cron is not None:  # first: no new runs while the worker stops
+            await self.cron.stop()
+            self.cron = None
         for task in list(self._background):
             task.cancel()
         if self._background:

@@ -17,11 +17,11 @@ import orjson
 from headwater.engine.event_log import EventLog, StoredEvent
 from headwater.expr import compile_expression
 from headwater.store import EventQuery, Store
-from headwater.store.runs import RunStatus, StepRecord, WaitKind, WaitRecord
-from headwater.types import JSONObject
+from headwater.store.runs import StepRecord, WaitKind, WaitRecord
+from headwater.types import JSON, JSONObject
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("headwater.waits")
 
@@ -47,10 +47,18 @@ def now_ms() -> int:
 
 
 class WaitMatcher:
-    def __init__(self, store: Store, event_log: EventLog, on_wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        event_log: EventLog,
+        on_wake: Callable[[], None],
+        cancel: Callable[[str, str], Awaitable[bool]],
+    ) -> None:
         self.store = store
         self.event_log = event_log
         self.on_wake = on_wake
+        #: Cancels a run (and announces it): `cancel(run_id, reason)`.
+        self.cancel = cancel
 
     async def on_events(self, internal_ids: Sequence[str], names: Sequence[str]) -> None:
         """New events were stored: resolve or cancel whatever waits for them."""
@@ -95,22 +103,24 @@ class WaitMatcher:
     async def _resolve(self, wait: WaitRecord, event: StoredEvent, wire: JSONObject) -> bool:
         now = now_ms()
         if wait.kind is WaitKind.CANCEL:
-            cancelled = await self.store.finish_run(
-                wait.run_id,
-                None,
-                None,
-                RunStatus.CANCELLED,
-                now,
-                reason=f"cancelled by event {event.internal_id} ({event.name})",
+            cancelled = await self.cancel(
+                wait.run_id, f"cancelled by event {event.internal_id} ({event.name})"
             )
             await self.store.delete_wait(wait.wait_id)
             return cancelled
+        memo: JSON = wire
+        op = "WaitForEvent"
+        if wait.kind is WaitKind.INVOKE:
+            # The callee's announcement carries its result or error (PROTOCOL §3.4 memo shapes).
+            data = event.data
+            memo = {"error": data["error"]} if "error" in data else {"data": data.get("result")}
+            op = "InvokeFunction"
         step = StepRecord(
             wait.run_id,
             wait.step_id or "",
             wait.step_name or wait.event_name,
-            "WaitForEvent",
-            orjson.dumps(wire),
+            op,
+            orjson.dumps(memo),
             wait.created_at,
             now,
         )
@@ -129,13 +139,23 @@ class WaitMatcher:
     async def expire(self, waits: Sequence[WaitRecord], now: int) -> None:
         """Resolve step waits whose timeout passed with null (the SDKs read it as "timed out")."""
         for wait in waits:
-            if wait.kind is WaitKind.STEP and wait.expires_at <= now:
+            if wait.kind is not WaitKind.CANCEL and wait.expires_at <= now:
+                memo = b"null"
+                if wait.kind is WaitKind.INVOKE:
+                    memo = orjson.dumps(
+                        {
+                            "error": {
+                                "name": "InvokeTimeoutError",
+                                "message": "timed out waiting for the invoked function to finish",
+                            }
+                        }
+                    )
                 step = StepRecord(
                     wait.run_id,
                     wait.step_id or "",
                     wait.step_name or wait.event_name,
-                    "WaitForEvent",
-                    b"null",
+                    "InvokeFunction" if wait.kind is WaitKind.INVOKE else "WaitForEvent",
+                    memo,
                     wait.created_at,
                     now,
                 )

@@ -28,10 +28,10 @@ from headwater.sdk.config import ClientConfig, resolve_config
 from headwater.sdk.functions import (
     DEFAULT_RETRIES,
     CancelOn,
-    Timeouts,
     CronTrigger,
     EventTrigger,
     FunctionDefinition,
+    Timeouts,
     Trigger,
     define_function,
 )
@@ -153,6 +153,7 @@ class Headwater:
         retries: int = DEFAULT_RETRIES,
         cancel_on: Sequence[CancelOn] = (),
         timeouts: Timeouts | None = None,
+        on_failure: Callable[..., Any] | None = None,
     ) -> Callable[[Callable[..., Any]], FunctionDefinition]:
         """Define a durable function of this app. `async def f(ctx: Context)` or
         `def f(ctx: ContextSync)`; with no trigger it runs only when invoked."""
@@ -171,7 +172,29 @@ class Headwater:
             )
             if id in self._functions:
                 raise FunctionDefinitionError(f"app {self.app_id!r} already has a function {id!r}")
+            failure = None
+            if on_failure is not None:
+                # As the official SDKs do: a function of its own, `<id>-failure`, triggered by
+                # this function's `inngest/function.failed` events (PROTOCOL §3.11).
+                failure = define_function(
+                    self.app_id,
+                    on_failure,
+                    id=f"{id}-failure",
+                    triggers=[
+                        EventTrigger(
+                            "inngest/function.failed",
+                            f"event.data.function_id == '{definition.slug}'",
+                        )
+                    ],
+                    retries=0,
+                )
+                if failure.id in self._functions:
+                    raise FunctionDefinitionError(
+                        f"app {self.app_id!r} already has a function {failure.id!r}"
+                    )
             self._functions[id] = definition
+            if failure is not None:
+                self._functions[failure.id] = failure
             return definition
 
         return register

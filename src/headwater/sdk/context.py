@@ -23,7 +23,8 @@ from headwater.sdk.execution import (
     memo_value,
     trigger_event,
 )
-from headwater.types import JSON
+from headwater.sdk.functions import FunctionDefinition
+from headwater.types import JSON, JSONObject
 
 T = TypeVar("T")
 
@@ -94,6 +95,25 @@ class Step:
             lookback=lookback,
         )
 
+    async def invoke(
+        self,
+        step_id: str,
+        *,
+        function: FunctionDefinition | str,
+        data: JSONObject | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> Any:
+        """Run another function (a definition, or its `<app>-<id>` slug) with `data` as its
+        event's data, and return its result; its failure raises StepError here."""
+        core = self._execution
+        hashed, memo = core.enter(step_id)
+        if memo is not MISSING:
+            return memo_value(step_id, memo)
+        await core.before_new_step(hashed, step_id)
+        core.invoke(
+            hashed, step_id, function_id=_slug(function), data=_payload(data), timeout=timeout
+        )
+
     async def send_event(self, step_id: str, events: Any) -> list[str]:
         """Send one event or a list as a step: returns their ids, and a resumed run does not send
         them again."""
@@ -157,6 +177,23 @@ class StepSync:
         self._on_loop(_wait(core, hashed, step_id, event, timeout, expression, lookback))
         return None  # unreachable: the wait always interrupts
 
+    def invoke(
+        self,
+        step_id: str,
+        *,
+        function: FunctionDefinition | str,
+        data: JSONObject | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> Any:
+        """See `Step.invoke`."""
+        core = self._execution
+        hashed, memo = self._on_loop(_enter(core, step_id))
+        if memo is not MISSING:
+            return memo_value(step_id, memo)
+        self._on_loop(core.before_new_step(hashed, step_id))
+        self._on_loop(_invoke(core, hashed, step_id, _slug(function), _payload(data), timeout))
+        return None  # unreachable: the invoke always interrupts
+
     def send_event(self, step_id: str, events: Any) -> list[str]:
         """See `Step.send_event`."""
         batch = list(events) if isinstance(events, list | tuple) else [events]
@@ -177,6 +214,33 @@ async def _wait(
     core.wait_for_event(
         hashed, step_id, event=event, timeout=timeout, expression=expression, lookback=lookback
     )
+
+
+async def _invoke(
+    core: Execution,
+    hashed: str,
+    step_id: str,
+    function_id: str,
+    data: JSONObject,
+    timeout: timedelta | float | None,
+) -> None:
+    core.invoke(hashed, step_id, function_id=function_id, data=data, timeout=timeout)
+
+
+def _slug(function: FunctionDefinition | str) -> str:
+    if isinstance(function, FunctionDefinition):
+        return function.slug
+    if isinstance(function, str) and function:
+        return function
+    raise TypeError("invoke takes a function definition or its `<app>-<id>` slug")
+
+
+def _payload(data: JSONObject | None) -> JSONObject:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TypeError("invoke data must be a dict (the invoked function's event data)")
+    return data
 
 
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

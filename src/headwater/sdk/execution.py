@@ -149,6 +149,20 @@ class Execution:
             opts["lookback"] = format_duration(lookback)
         raise Interrupt(StepOp(Opcode.WAIT_FOR_EVENT, step_id, event, display_name=name, opts=opts))
 
+    def invoke(
+        self,
+        step_id: str,
+        name: str,
+        *,
+        function_id: str,
+        data: JSONObject,
+        timeout: timedelta | float | None,
+    ) -> NoReturn:
+        opts: JSONObject = {"function_id": function_id, "payload": {"data": data}}
+        if timeout is not None:
+            opts["timeout"] = format_duration(timeout)
+        raise Interrupt(StepOp(Opcode.INVOKE_FUNCTION, step_id, name, display_name=name, opts=opts))
+
     async def send_events(self, step_id: str, events: list[Any]) -> list[str]:
         """Send events for `step.send_event`, with ids derived from the run and the step."""
         if self.sender is None:

@@ -119,7 +119,7 @@ def create_app(
         Route("/dev", dev_info, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *rest_routes(event_log),
-        *runs_routes(store, event_log),
+        *runs_routes(store, event_log, engine.outcomes),
     ]
     middleware = [
         Middleware(ServerKindHeader, kind=settings.server_kind),

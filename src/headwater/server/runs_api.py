@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from headwater.engine.event_log import EventLog
+from headwater.engine.outcomes import RunOutcomes
 from headwater.engine.waits import event_wire
 from headwater.errors import ExpressionError
 from headwater.expr import compile_expression
@@ -19,7 +20,6 @@ from headwater.protocol.ids import is_ulid, new_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
 from headwater.store import Store
 from headwater.store.runs import RunRecord, RunStatus
-
 
 _CANCEL_PAGE: Final = 500
 
@@ -71,7 +71,7 @@ def _time_field(body: dict[str, Any], name: str, *, required: bool) -> int | Non
     return int(moment.timestamp() * 1000)
 
 
-def runs_routes(store: Store, event_log: EventLog) -> list[Route]:
+def runs_routes(store: Store, event_log: EventLog, outcomes: RunOutcomes) -> list[Route]:
     async def get_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         if not is_ulid(run_id):
@@ -95,14 +95,7 @@ def runs_routes(store: Store, event_log: EventLog) -> list[Route]:
         run = await store.get_run(run_id.upper())
         if run is None:
             return api_error(404, "Run not found", "not_found")
-        cancelled = await store.finish_run(
-            run.run_id,
-            None,
-            None,
-            RunStatus.CANCELLED,
-            time.time_ns() // 1_000_000,
-            reason="cancelled through the API",
-        )
+        cancelled = await outcomes.cancel(run.run_id, "cancelled through the API")
         if not cancelled:
             return api_error(409, f"the run has already ended ({run.status.value})", "run_ended")
         return api_data({"run_id": run.run_id, "status": RunStatus.CANCELLED.value})
@@ -144,9 +137,7 @@ def runs_routes(store: Store, event_log: EventLog) -> list[Route]:
                     wire = event_wire(trigger) if trigger is not None else {}
                     if not expression.matches({"event": wire}):
                         continue
-                if await store.finish_run(
-                    run.run_id, None, None, RunStatus.CANCELLED, now, reason="bulk cancellation"
-                ):
+                if await outcomes.cancel(run.run_id, "bulk cancellation"):
                     cancelled += 1
             if len(runs) < _CANCEL_PAGE:
                 break

@@ -172,3 +172,14 @@ class Store(Protocol):
         """Queued or Running runs of a function created in [created_after, created_before),
         oldest first."""
 
+    # -- cron ----------------------------------------------------------------------------------
+    # The memory of cron schedules across restarts (engine/cron.py). Exactly-once firing does not
+    # rest on these: a tick's event has an id derived from (function, tick), so every process may
+    # append it and one transaction stores it with its run (see `append_events`).
+
+    async def claim_cron_tick(self, function_id: str, tick_at: Millis) -> bool:
+        """Record that the cron tick at `tick_at` of the function `function_id` (its slug) fired.
+        True if this call recorded it, False if it was already recorded (by any process)."""
+
+    async def last_cron_tick(self, function_id: str) -> Millis | None:
+        """The latest tick recorded for the function, or None if it never ticked."""

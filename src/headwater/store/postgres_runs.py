@@ -352,6 +352,22 @@ class PostgresRunVerbs:
         )
         return updated == 1
 
+    async def claim_cron_tick(self: _Plumbing, function_id: str, tick_at: Millis) -> bool:
+        inserted = await self._rowcount(
+            "INSERT INTO cron_ticks (function_id, tick_at) VALUES (%s, %s)"
+            " ON CONFLICT (function_id, tick_at) DO NOTHING",
+            (function_id, tick_at),
+        )
+        return inserted == 1
+
+    async def last_cron_tick(self: _Plumbing, function_id: str) -> Millis | None:
+        # max() over the primary key's range: one backward index seek.
+        rows = await self._fetch(
+            "SELECT max(tick_at) FROM cron_ticks WHERE function_id = %s", (function_id,)
+        )
+        value = rows[0][0]
+        return None if value is None else int(value)
+
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
     """A run from `_RUN_COLUMNS`."""

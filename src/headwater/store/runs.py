@@ -94,6 +94,8 @@ class WaitKind(StrEnum):
     STEP = "step"
     #: `cancel_on`: a matching event cancels the run.
     CANCEL = "cancel"
+    #: `step.invoke`: the callee's `inngest/function.finished` resolves the step with its result.
+    INVOKE = "invoke"
 
 
 @dataclass(frozen=True, slots=True)

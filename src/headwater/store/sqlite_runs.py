@@ -239,6 +239,27 @@ class SQLiteRunVerbs:
 
         return await self._write(update)
 
+    async def claim_cron_tick(self: _Plumbing, function_id: str, tick_at: Millis) -> bool:
+        def insert(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "INSERT INTO cron_ticks (function_id, tick_at) VALUES (?, ?)"
+                " ON CONFLICT (function_id, tick_at) DO NOTHING",
+                (function_id, tick_at),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(insert)
+
+    async def last_cron_tick(self: _Plumbing, function_id: str) -> Millis | None:
+        def select(connection: sqlite3.Connection) -> Millis | None:
+            # max() over the key's range: SQLite reads it as one seek to the range's last entry.
+            value = connection.execute(
+                "SELECT max(tick_at) FROM cron_ticks WHERE function_id = ?", (function_id,)
+            ).fetchone()[0]
+            return None if value is None else int(value)
+
+        return await self._read(select)
+
 
 def create_planned_runs(
     connection: sqlite3.Connection, planned: Sequence[PlannedRun]

@@ -152,3 +152,46 @@ async def timed(ctx: Context) -> str:
     await ctx.step.sleep("too-long", timedelta(seconds=5))
     await ctx.step.run("after", lambda: trace(f"timed:after:{key}"))
     return "finished"
+
+
+@hw.function(id="double")
+async def double(ctx: Context) -> dict[str, Any]:
+    if ctx.event.data.get("fail"):
+        raise NonRetriableError("cannot double that")
+    return {"doubled": ctx.event.data["n"] * 2}
+
+
+@hw.function(id="parent", trigger=hw.on_event("app/parent"))
+async def parent(ctx: Context) -> dict[str, Any]:
+    result = await ctx.step.invoke("double-it", function=double, data={"n": ctx.event.data["n"]})
+    try:
+        await ctx.step.invoke("double-fails", function="shop-double", data={"n": 1, "fail": True})
+    except StepError as exc:
+        failure = exc.original_message
+    return {"result": result, "failure": failure}
+
+
+async def _report_failure(ctx: Context) -> None:
+    trace(
+        f"doomed-failure:{ctx.event.data['event']['data']['key']}:{ctx.event.data['error']['message']}"
+    )
+
+
+@hw.function(id="doomed", trigger=hw.on_event("app/doomed"), retries=0, on_failure=_report_failure)
+async def doomed(ctx: Context) -> None:
+    raise RuntimeError("doomed from the start")
+
+
+@hw.function(id="too-big", trigger=hw.on_event("app/too-big"), retries=0)
+async def too_big(ctx: Context) -> str:
+    await ctx.step.run("huge", lambda: "x" * (5 * 1024 * 1024))
+    return "unreachable"
+
+
+@hw.function(id="sync-chain", trigger=hw.on_event("app/sync-chain"))
+def sync_chain(ctx: ContextSync) -> dict[str, Any]:
+    doubled = ctx.step.invoke("double-it", function=double, data={"n": ctx.event.data["n"]})
+    ids = ctx.step.send_event(
+        "announce", [{"name": "app/chain.done", "data": {"n": ctx.event.data["n"]}}]
+    )
+    return {"doubled": doubled, "sent": len(ids)}

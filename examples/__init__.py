@@ -1,0 +1,1 @@
+"""Example apps: `make run APP=examples.shop:hw`."""
