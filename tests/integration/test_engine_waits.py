@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import BACKENDS, fresh_postgres_schema
+from tests.harness import RunningServer
 from tests.integration.test_engine_runs import Shop, key, start_shop
 
 
@@ -246,3 +249,45 @@ def test_sync_functions_invoke_and_send_events(shop: Shop) -> None:
     (run,) = shop.wait_for_runs(shop.send({"name": "app/sync-chain", "data": {"n": 4}}))
     assert run["status"] == "Completed", run
     assert run["output"] == {"doubled": {"doubled": 8}, "sent": 1}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_event_stored_while_no_engine_ran_still_resolves_the_wait(
+    backend: str, tmp_path: Path
+) -> None:
+    # Given a run waiting for a reply, and its server killed
+    def scenario(db_url: str | None) -> None:
+        account = key()
+        server = start_shop(tmp_path, db_url).start()
+        shop = Shop(server, tmp_path / "trace.log")
+        event_id = shop.send({"name": "app/approval.requested", "data": {"accountId": account}})
+        wait_for_trace(shop, f"approval:waiting:{account}")
+        time.sleep(0.3)  # let the wait be stored
+        server.kill()
+        shop.close()
+        # When the reply reaches a server that runs no functions (nothing matches it)
+        bare = RunningServer(tmp_path, db_url=db_url).start()  # same database and key file
+        with httpx.Client(base_url=bare.url) as http:
+            assert (
+                http.post(
+                    "/e/k", json={"name": "app/approval.replied", "data": {"accountId": account}}
+                ).status_code
+                == 200
+            )
+        bare.stop()
+        # Then the restarted app finds it and the run completes with it
+        restarted = start_shop(tmp_path, db_url).start()
+        shop = Shop(restarted, tmp_path / "trace.log")
+        try:
+            (run,) = shop.wait_for_runs(event_id, timeout=40)
+            assert run["status"] == "Completed", run
+            assert run["output"]["reply"] == {"accountId": account}
+        finally:
+            shop.close()
+            restarted.stop()
+
+    if backend == "sqlite":
+        scenario(None)
+    else:
+        with fresh_postgres_schema() as url:
+            scenario(url)

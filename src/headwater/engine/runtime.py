@@ -96,10 +96,21 @@ class Engine:
             log.exception("matching events to waiting runs failed")
 
     async def _refresh_watched_names(self) -> None:
-        # Other processes (PostgreSQL) add waits too; learn their event names now and then.
+        """Learn the event names that waits of other processes (PostgreSQL) are waiting for.
+
+        The first time a name is seen (every name, at start), its waits are matched against the
+        events already stored: that catches events stored while no process was matching them,
+        e.g. by a process that did not know the name yet, or one that crashed between storing an
+        event and matching it."""
+        scanned: set[str] = set()
         while True:
             try:
-                self.watched_names |= await self.store.wait_event_names(now_ms())
+                names = await self.store.wait_event_names(now_ms())
+                self.watched_names |= names
+                for name in names - scanned:
+                    for wait in await self.store.pending_waits(name, now_ms()):
+                        await self.matcher.scan(wait)
+                    scanned.add(name)
             except Exception:
                 log.exception("reading the names of awaited events failed")
             await asyncio.sleep(WATCHED_NAMES_REFRESH_S)
