@@ -39,6 +39,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Encryption keys of the `user` object.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+apps_app = typer.Typer(
+    help="Apps that serve functions over HTTP (Inngest SDKs).", no_args_is_help=True
+)
+app.add_typer(apps_app, name="apps")
 console = Console()
 errors = Console(stderr=True)
 
@@ -162,10 +166,28 @@ def dev(
     db: DbOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    sdk_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sdk-url",
+            "-u",
+            help="The URL of an app serving functions (e.g. http://127.0.0.1:3000/api/inngest): "
+            "synced at start and every 5 s. Repeat for several apps.",
+        ),
+    ] = None,
 ) -> None:
     """Run a dev server: any event key accepted, open API, loopback by default."""
+    for url in sdk_url or []:
+        if not url.startswith(("http://", "https://")):
+            raise _fail(f"--sdk-url {url!r} must be an http(s) URL")
     settings = ServerSettings(
-        mode=Mode.DEV, host=host, port=port, data_dir=data_dir, db_url=db, retry=_retry_policy()
+        mode=Mode.DEV,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        db_url=db,
+        retry=_retry_policy(),
+        app_urls=tuple(sdk_url or ()),
     )
     functions = _load_functions(app_target)
     keys: KeySource | None = _production_keys()
@@ -385,6 +407,39 @@ def keys_generate() -> None:
     keys_value, index_value = format_env_keys(ring)
     console.print(f"{ENV_ENCRYPTION_KEYS}={keys_value}", soft_wrap=True)
     console.print(f"{ENV_BLIND_INDEX_KEY}={index_value}", soft_wrap=True)
+
+
+@apps_app.command("sync")
+def apps_sync(
+    app_url: Annotated[
+        str, typer.Argument(help="The app's serve URL, e.g. http://127.0.0.1:3000/api/inngest")
+    ],
+    url: Annotated[
+        str, typer.Option(envvar="HEADWATER_BASE_URL", help="Server URL.")
+    ] = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+    signing_key: Annotated[
+        str | None, typer.Option(envvar=ENV_SIGNING_KEY, help="Signing key (production).")
+    ] = None,
+) -> None:
+    """Ask the server to sync an app now: it PUTs the app's URL and the app registers."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {signing_key}"} if signing_key else {}
+    try:
+        response = httpx.put(
+            f"{url.rstrip('/')}/v1/apps/sync", json={"url": app_url}, headers=headers, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        raise _fail(f"{response.status_code}: {response.text[:200]}") from None
+    if response.status_code != 200:
+        raise _fail(f"{response.status_code}: {body.get('error', body)}")
+    reply = body["data"]["reply"]
+    modified = reply.get("modified") if isinstance(reply, dict) else None
+    console.print(f"synced {app_url}" + ("" if modified is None else f" (modified: {modified})"))
 
 
 @app.command()

@@ -33,6 +33,8 @@ class ServerSettings:
     signing_key_fallback: str | None = None
     limits: EventLimits = DEFAULT_LIMITS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Apps to sync at start and every few seconds (`headwater dev -u URL`), PROTOCOL §3.2.
+    app_urls: tuple[str, ...] = ()
 
     @property
     def database_url(self) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import os
 import re
 import threading
@@ -30,6 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from headwater.errors import ConfigurationError, DecryptionError, UnknownKeyError
+from headwater.randomness import random_bytes
 from headwater.types import JSONObject
 
 KEY_BYTES = 32
@@ -78,7 +78,10 @@ class KeyRing:
             raise ConfigurationError(f"duplicate encryption key ids: {ids}")
         self.keys = tuple(keys)
         self._ciphers = {key.id: AESGCM(key.secret) for key in keys}
+        self._primary_id = keys[0].id
+        self._primary_cipher = self._ciphers[self._primary_id]
         self.index_key = index_key
+        self._index_mac = HmacSha256(index_key)
 
     @property
     def primary(self) -> EncryptionKey:
@@ -88,11 +91,12 @@ class KeyRing:
         return f"KeyRing(keys={[key.id for key in self.keys]})"
 
     def seal(self, user: JSONObject, event_internal_id: str) -> SealedUser:
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = random_bytes(NONCE_BYTES)
         plaintext = orjson.dumps(user)
-        cipher = self._ciphers[self.primary.id]
-        ciphertext = nonce + cipher.encrypt(nonce, plaintext, event_internal_id.encode())
-        return SealedUser(self.primary.id, ciphertext, self.blind_index_of_user(user))
+        ciphertext = nonce + self._primary_cipher.encrypt(
+            nonce, plaintext, event_internal_id.encode()
+        )
+        return SealedUser(self._primary_id, ciphertext, self.blind_index_of_user(user))
 
     def open(self, sealed_key_id: str, ciphertext: bytes, event_internal_id: str) -> JSONObject:
         cipher = self._ciphers.get(sealed_key_id)
@@ -120,13 +124,38 @@ class KeyRing:
         return self.seal(user, event_internal_id)
 
     def blind_index(self, external_id: str) -> bytes:
-        return hmac.new(self.index_key, external_id.encode(), hashlib.sha256).digest()
+        return self._index_mac.digest(external_id.encode())
 
     def blind_index_of_user(self, user: JSONObject) -> bytes | None:
         external_id = user.get("external_id")
+        if type(external_id) is str:
+            return self._index_mac.digest(external_id.encode())
         if isinstance(external_id, bool) or not isinstance(external_id, str | int):
             return None
         return self.blind_index(str(external_id))
+
+
+class HmacSha256:
+    """HMAC-SHA256 under one fixed key (RFC 2104), the same digests as `hmac.new(key, message,
+    hashlib.sha256)` at a quarter of the cost: the key's inner and outer pads are hashed once, and
+    each message costs two copies of those hash states and two short updates (~1 µs instead of
+    ~4 µs, where `hmac.new` sets up the key again each time)."""
+
+    _BLOCK = 64  # SHA-256's block size
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > self._BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(self._BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def generate_key(key_id: str | None = None) -> EncryptionKey:

@@ -293,6 +293,24 @@ def test_cors_allows_any_origin(client: httpx.Client) -> None:
     assert response.headers["access-control-allow-origin"] in {"*", "http://example.test"}
 
 
+def test_event_api_responses_carry_the_server_kind_and_cors_headers(client: httpx.Client) -> None:
+    # POST /e/ is served by the bare ASGI path; it adds what the Starlette middleware would.
+    for body, status in [({"name": unique()}, 200), ({"data": {}}, 400)]:
+        plain = client.post("/e/k", json=body)
+        assert plain.status_code == status
+        assert plain.headers["x-inngest-server-kind"] == "dev"
+        assert plain.headers["content-type"] == "application/json"
+        assert plain.headers["vary"] == "Origin"
+        assert "access-control-allow-origin" not in plain.headers
+        crossed = client.post("/e/k", json=body, headers={"origin": "http://example.test"})
+        assert crossed.status_code == status
+        assert crossed.headers["access-control-allow-origin"] == "*"
+        assert crossed.headers["vary"] == "Origin"
+        assert crossed.headers["x-inngest-server-kind"] == "dev"
+    other = client.get("/e/k")
+    assert other.status_code == 405 and other.headers["x-inngest-server-kind"] == "dev"
+
+
 # -- encryption at rest: the raw bytes hold no plaintext -----------------------------------------
 
 

@@ -116,3 +116,92 @@ async def test_open_fails_with_store_error_when_the_server_is_unreachable() -> N
         await store.open()
     assert time.monotonic() - started < 10
     await store.close()  # closing a store that never opened is harmless
+
+
+# -- group commit of appends ----------------------------------------------------------------------
+
+
+async def test_concurrent_appends_share_statements(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    merged: list[int] = []
+    real = store._insert_events_returning
+
+    async def spy(events: list[object]) -> set[str]:
+        merged.append(len(events))
+        return await real(events)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_insert_events_returning", spy)
+    try:
+        counts = await asyncio.gather(*(store.append_events([make_event()]) for _ in range(100)))
+        assert counts == [1] * 100 and await store.count_events() == 100
+        # Two statements at a time at most, the rest waiting and merged: far fewer than 100.
+        assert merged and sum(merged) >= 90 and len(merged) <= 10
+    finally:
+        await store.close()
+
+
+async def test_a_failing_merged_statement_is_retried_append_by_append(
+    postgres_url: str,
+) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        bad = make_event(data={"text": "nul \u0000 here"})  # JSONB refuses it
+        sends = [[make_event()] for _ in range(20)]
+        sends.insert(10, [make_event(), bad])
+        outcomes = await asyncio.gather(
+            *(store.append_events(batch) for batch in sends), return_exceptions=True
+        )
+        assert isinstance(outcomes[10], StoreError)
+        assert outcomes[:10] == [1] * 10 and outcomes[11:] == [1] * 10
+        assert await store.count_events() == 20  # the bad send stored none of its two events
+    finally:
+        await store.close()
+
+
+async def test_an_append_cancelled_before_it_is_sent_is_not_stored(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    gate = asyncio.Event()
+    real = store._insert_events
+
+    async def held(events: list[object]) -> int:
+        await gate.wait()
+        return await real(events)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_insert_events", held)
+    try:
+        first = asyncio.ensure_future(store.append_events([make_event()]))
+        second = asyncio.ensure_future(store.append_events([make_event()]))
+        for _ in range(5):
+            await asyncio.sleep(0)  # both statements (the most at a time) are under way
+        third = asyncio.ensure_future(store.append_events([make_event()]))
+        await asyncio.sleep(0)  # queued behind them
+        third.cancel()
+        gate.set()
+        assert await first == 1 and await second == 1
+        with pytest.raises(asyncio.CancelledError):
+            await third
+        assert await store.count_events() == 2
+    finally:
+        await store.close()
+
+
+async def test_close_waits_for_appends_in_flight(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    appends = [asyncio.ensure_future(store.append_events([make_event()])) for _ in range(30)]
+    await asyncio.sleep(0)
+    await store.close()
+    assert [await a for a in appends] == [1] * 30
+    check = PostgresStore(postgres_url)
+    await check.open()
+    try:
+        assert await check.count_events() == 30
+    finally:
+        await check.close()

@@ -231,3 +231,39 @@ async def test_concurrent_overlapping_appends_store_each_event_once(store: Store
     assert await store.count_events() == len(stored_ids)
     listed = await store.list_events(EventQuery(limit=1000))
     assert sorted(e.internal_id for e in listed) == sorted(stored_ids)
+
+
+# -- many small appends at once: both stores write them together, each caller gets its own outcome
+
+
+async def test_concurrent_single_appends_fail_alone(store: Store) -> None:
+    """One append among many concurrent ones fails: only its caller sees an error."""
+    good = [make_event() for _ in range(30)]
+    bad = make_event(received_at=2**63)  # no database stores it
+
+    async def append(event: EventRecord) -> int | BaseException:
+        try:
+            return await store.append_events([event])
+        except (StoreError, OverflowError) as exc:
+            return exc
+
+    outcomes = await asyncio.gather(*(append(e) for e in [*good[:15], bad, *good[15:]]))
+    assert outcomes[:15] == [1] * 15 and outcomes[16:] == [1] * 15
+    assert isinstance(outcomes[15], StoreError | OverflowError)
+    assert await store.count_events() == 30
+    assert await store.get_event(bad.internal_id) is None
+
+
+async def test_concurrent_single_appends_count_only_their_new_events(store: Store) -> None:
+    """Retried sends among new ones: each caller counts the events that it stored; an id sent by
+    two callers at once is stored once and counted by one of them."""
+    stored = [make_event() for _ in range(5)]
+    await store.append_events(stored)
+    fresh = [make_event() for _ in range(20)]
+    twice = make_event()
+    sends = [[e] for e in fresh[:10]] + [[e] for e in stored] + [[twice], [twice]]
+    sends += [[e] for e in fresh[10:]]
+    counts = await asyncio.gather(*(store.append_events(batch) for batch in sends))
+    assert counts[:10] == [1] * 10 and counts[10:15] == [0] * 5 and counts[17:] == [1] * 10
+    assert sorted(counts[15:17]) == [0, 1]
+    assert await store.count_events() == 5 + 20 + 1

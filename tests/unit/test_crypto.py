@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
 
+import orjson
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from headwater.crypto import (
+    NONCE_BYTES,
+    HmacSha256,
     KeyFile,
     KeyRing,
     format_env_keys,
@@ -76,6 +84,30 @@ def test_unknown_key_is_a_clear_error() -> None:
     sealed = ring("a").seal(USER, "e")
     with pytest.raises(UnknownKeyError, match="'a'"):
         ring("b").open(sealed.key_id, sealed.ciphertext, "e")
+
+
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_hmac_sha256_is_the_standard_hmac(key: bytes, message: bytes) -> None:
+    # Keys shorter, as long as, and longer than SHA-256's 64-byte block.
+    assert HmacSha256(key).digest(message) == hmac.new(key, message, hashlib.sha256).digest()
+
+
+def test_blind_index_is_hmac_sha256_of_the_external_id_under_the_index_key() -> None:
+    keys = ring()
+    expected = hmac.new(keys.index_key, USER["external_id"].encode(), hashlib.sha256).digest()
+    assert keys.blind_index(USER["external_id"]) == expected
+    assert keys.seal(USER, "01EVENT").blind_index == expected
+
+
+def test_sealed_user_is_nonce_then_aes_gcm_with_the_internal_id_as_aad() -> None:
+    # The stored format, spelled out with the cryptography primitives themselves.
+    key = generate_key("k1")
+    keys = KeyRing([key, generate_key("k0")], os.urandom(32))
+    sealed = keys.seal(USER, "01EVENT")
+    assert sealed.key_id == "k1"
+    nonce, body = sealed.ciphertext[:NONCE_BYTES], sealed.ciphertext[NONCE_BYTES:]
+    assert AESGCM(key.secret).decrypt(nonce, body, b"01EVENT") == orjson.dumps(USER)
+    assert keys.seal(USER, "01EVENT").ciphertext[:NONCE_BYTES] != nonce  # a fresh nonce each time
 
 
 def test_blind_index_is_keyed_and_only_for_external_ids() -> None:

@@ -12,7 +12,7 @@ from headwater import Headwater
 from headwater.errors import NonRetriableError, RetryAfterError, StepError
 from headwater.protocol.steps import CallContext, CallRequest, Opcode, StepOp, hash_step_id
 from headwater.sdk.context import Context, ContextSync
-from headwater.sdk.execution import execute
+from headwater.sdk.execution import Interrupt, execute
 from headwater.sdk.functions import FunctionDefinition
 
 EVENT = {
@@ -322,3 +322,233 @@ def test_definitions_are_validated_when_defined() -> None:
     )
     with pytest.raises(FunctionDefinitionError, match="already has a function"):
         hw.function(id="ok", trigger=hw.on_event("app/b"))(handler)
+
+
+# -- the planner hook: consulted before every new step, by both shells ----------------------------
+
+
+class Planner:
+    """A StepPlanner that records what it is asked, and lets every step go on (or refuses)."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.seen: list[tuple[Opcode, str, str, bool]] = []
+        self.refuse = refuse
+
+    async def reach(self, op: StepOp, *, runnable: bool) -> None:
+        self.seen.append((op.op, op.id, op.name, runnable))
+        if self.refuse:
+            raise Interrupt(StepOp(Opcode.STEP_PLANNED, op.id, op.name, opts={"type": "x"}))
+
+
+STOPPING = {
+    "sleep": (Opcode.SLEEP, "nap"),
+    "wait": (Opcode.WAIT_FOR_EVENT, "app/reply"),
+    "invoke": (Opcode.INVOKE_FUNCTION, "child"),
+}
+
+
+def stepping_handler(kind: str, calls: list[str], *, sync: bool) -> Any:
+    """A handler with a memoized step "a", a new step "b", then a new step of `kind` ("nap",
+    "reply" or "child")."""
+
+    if sync:
+
+        def sync_handler(ctx: ContextSync) -> None:
+            ctx.step.run("a", lambda: calls.append("a"))
+            ctx.step.run("b", lambda: calls.append("b"))
+            if kind == "sleep":
+                ctx.step.sleep("nap", 60)
+            elif kind == "wait":
+                ctx.step.wait_for_event("reply", event="app/reply", timeout=60)
+            else:
+                ctx.step.invoke("child", function="shop-child")
+
+        return sync_handler
+
+    async def async_handler(ctx: Context) -> None:
+        await ctx.step.run("a", lambda: calls.append("a"))
+        await ctx.step.run("b", lambda: calls.append("b"))
+        if kind == "sleep":
+            await ctx.step.sleep("nap", 60)
+        elif kind == "wait":
+            await ctx.step.wait_for_event("reply", event="app/reply", timeout=60)
+        else:
+            await ctx.step.invoke("child", function="shop-child")
+
+    return async_handler
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize("kind", list(STOPPING))
+async def test_the_planner_is_asked_before_each_new_step(kind: str, sync: bool) -> None:
+    # Given a call where step "a" is recorded
+    calls: list[str] = []
+    planner = Planner()
+    recorded = request({hash_step_id("a"): {"data": None}})
+
+    # When the function runs with a planner that lets every step go on
+    response = await execute(
+        define(stepping_handler(kind, calls, sync=sync)),
+        recorded,
+        checkpoint=Recorder(),
+        planner=planner,
+    )
+
+    # Then the planner saw each new step (not "a") as the op the core reports for it
+    opcode, name = STOPPING[kind]
+    stop_id = hash_step_id({"sleep": "nap", "wait": "reply", "invoke": "child"}[kind])
+    assert planner.seen == [
+        (Opcode.STEP_RUN, hash_step_id("b"), "b", True),
+        (opcode, stop_id, name, False),
+    ]
+    assert calls == ["b"]
+    assert [(op.op, op.id) for op in response.ops] == [(opcode, stop_id)]
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_planner_can_stop_the_call_before_a_step_runs(sync: bool) -> None:
+    calls: list[str] = []
+    recorder = Recorder()
+    response = await execute(
+        define(stepping_handler("sleep", calls, sync=sync)),
+        request(),
+        checkpoint=recorder,
+        planner=Planner(refuse=True),
+    )
+    assert [(op.op, op.id) for op in response.ops] == [(Opcode.STEP_PLANNED, hash_step_id("a"))]
+    assert calls == [] and recorder.ops == []
+
+
+async def test_without_a_planner_in_process_runs_go_straight_through() -> None:
+    calls: list[str] = []
+    recorder = Recorder()
+    response = await execute(
+        define(stepping_handler("sleep", calls, sync=False)), request(), checkpoint=recorder
+    )
+    assert calls == ["a", "b"] and [op.name for op in recorder.ops] == ["a", "b"]
+    assert response.ops[0].op is Opcode.SLEEP
+
+
+# -- step.wait_for_event memos ----------------------------------------------------------------------
+
+REPLY = {"name": "app/reply", "data": {"ok": True}, "user": {}, "id": "r1", "ts": 2}
+
+
+def waiting_handler(*, sync: bool) -> Any:
+    def describe(event: Any) -> Any:
+        return None if event is None else [event.name, event.data, event.id, event.ts]
+
+    if sync:
+
+        def sync_handler(ctx: ContextSync) -> Any:
+            return describe(ctx.step.wait_for_event("reply", event="app/reply", timeout=60))
+
+        return sync_handler
+
+    async def async_handler(ctx: Context) -> Any:
+        return describe(await ctx.step.wait_for_event("reply", event="app/reply", timeout=60))
+
+    return async_handler
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize(
+    ("memo", "expected"),
+    [
+        pytest.param({"data": REPLY}, ["app/reply", {"ok": True}, "r1", 2], id="inngest-shape"),
+        pytest.param(REPLY, ["app/reply", {"ok": True}, "r1", 2], id="bare-event"),
+        pytest.param(None, None, id="timed-out"),
+    ],
+)
+async def test_a_resolved_wait_gives_back_its_event(memo: Any, expected: Any, sync: bool) -> None:
+    recorded = request({hash_step_id("reply"): memo})
+    response = await execute(define(waiting_handler(sync=sync)), recorded, checkpoint=Recorder())
+    assert response.done and response.output == expected
+
+
+# -- parallel steps: task groups, and siblings still running when the call stops -------------------
+
+
+async def test_an_interrupt_inside_a_task_group_stops_the_call() -> None:
+    # Given a function that starts a step and a sleep in an asyncio.TaskGroup
+    calls: list[str] = []
+
+    async def handler(ctx: Context) -> str:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(ctx.step.run("a", lambda: calls.append("a") or "A"))
+            group.create_task(ctx.step.sleep("nap", 60))
+        return "done"
+
+    # When it first runs, the sleep stops the call (the TaskGroup wraps the Interrupt in a group)
+    recorder = Recorder()
+    response = await execute(define(handler), request(), checkpoint=recorder)
+
+    # Then the call reports the sleep, and the step that finished beside it is recorded
+    assert [(op.op, op.name) for op in response.ops] == [(Opcode.SLEEP, "nap")]
+    assert [(op.name, op.data) for op in recorder.ops] == [("a", "A")]
+    # And the next call, past the sleep, finishes without running "a" again
+    memo = {hash_step_id("a"): {"data": "A"}, hash_step_id("nap"): None}
+    resumed = await execute(define(handler), request(memo), checkpoint=Recorder())
+    assert resumed.done and resumed.output == "done"
+    assert calls == ["a"]
+
+
+async def test_a_task_group_of_plain_errors_is_still_a_function_error() -> None:
+    async def handler(ctx: Context) -> None:
+        async def fail() -> None:
+            raise ValueError("bad")
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(fail())
+
+    response = await execute(define(handler), request(), checkpoint=Recorder())
+    assert response.error is not None and response.error.name == "ExceptionGroup"
+    assert not response.no_retry
+
+
+async def test_a_sibling_step_still_running_is_recorded_once_before_the_call_ends() -> None:
+    # Given two parallel steps: a slow step.run and a sleep that stops the call at once
+    calls: list[str] = []
+
+    async def slow() -> str:
+        await asyncio.sleep(0.05)
+        calls.append("slow")
+        return "S"
+
+    async def handler(ctx: Context) -> list[Any]:
+        return list(await asyncio.gather(ctx.step.run("slow", slow), ctx.step.sleep("nap", 60)))
+
+    # When the call stops at the sleep while "slow" is still running
+    recorder = Recorder()
+    response = await execute(define(handler), request(), checkpoint=recorder)
+
+    # Then the call ended only once "slow" finished and was recorded
+    assert [op.op for op in response.ops] == [Opcode.SLEEP]
+    assert [(op.name, op.data) for op in recorder.ops] == [("slow", "S")]
+    await asyncio.sleep(0.1)
+    assert len(recorder.ops) == 1
+    # And the next call does not run it again
+    memo = {hash_step_id("slow"): {"data": "S"}, hash_step_id("nap"): None}
+    resumed = await execute(define(handler), request(memo), checkpoint=Recorder())
+    assert resumed.output == ["S", None]
+    assert calls == ["slow"]
+
+
+async def test_no_step_starts_after_the_call_has_ended() -> None:
+    # Given a branch that reaches a new step only after its sibling stopped the call
+    calls: list[str] = []
+
+    async def handler(ctx: Context) -> list[Any]:
+        async def late() -> Any:
+            await asyncio.sleep(0.02)
+            return await ctx.step.run("late", lambda: calls.append("late"))
+
+        return list(await asyncio.gather(ctx.step.sleep("nap", 60), late()))
+
+    recorder = Recorder()
+    response = await execute(define(handler), request(), checkpoint=recorder)
+    await asyncio.sleep(0.05)
+
+    # Then the late step neither ran nor was recorded: the next call finds it
+    assert [op.op for op in response.ops] == [Opcode.SLEEP]
+    assert calls == [] and recorder.ops == []

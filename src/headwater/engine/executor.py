@@ -503,16 +503,23 @@ class Executor:
 
 
 def _sleep_wake(op: StepOp, now: Millis) -> Millis:
-    """A Sleep op's wake time: `opts.until` (ours), or a date or duration in `name` (the SDKs')."""
+    """A Sleep op's wake time: `opts.until` (ours), or a date (Python SDK) or a duration (TS SDK,
+    e.g. "1s") in `opts.duration` or `name` (PROTOCOL §3.7: a date has at least 10 characters)."""
     candidates = []
     if isinstance(op.opts, dict):
         candidates += [op.opts.get("until"), op.opts.get("duration")]
     candidates.append(op.name)
     for value in candidates:
-        if isinstance(value, str) and len(value) >= 10:
+        if not isinstance(value, str) or not value:
+            continue
+        if len(value) >= 10:
             try:
                 moment = datetime.fromisoformat(value)
             except ValueError:
                 continue
             return max(now, int(moment.timestamp() * 1000))
+        try:
+            return now + parse_duration_ms(value)
+        except ValueError:
+            continue
     return now

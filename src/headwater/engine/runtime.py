@@ -8,8 +8,12 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 
+import orjson
+
 from headwater.crypto import KeySource
+from headwater.engine.apps import function_from_config
 from headwater.engine.cron import CronScheduler
+from headwater.engine.drivers.http import HttpDriver
 from headwater.engine.drivers.inprocess import InProcessDriver
 from headwater.engine.event_log import EventLog
 from headwater.engine.executor import Executor, Limits, now_ms
@@ -21,12 +25,37 @@ from headwater.engine.worker import Worker
 from headwater.flow.retry import RetryPolicy
 from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
 from headwater.protocol.ids import new_ulid
+from headwater.protocol.steps import CallRequest, CallResponse
+from headwater.sdk.execution import Checkpoint, EventSender
 from headwater.sdk.functions import FunctionDefinition
 from headwater.store import EventRecord, Store
 
 DEFAULT_LEASE_MS = 30_000
 WATCHED_NAMES_REFRESH_S = 2.0
+#: How often an engine on a shared store (PostgreSQL) looks for apps synced through another
+#: process: a checksum comparison of the `apps` rows, cheap; a changed app is then reloaded.
+APPS_REFRESH_S = 5.0
 log = logging.getLogger("headwater.engine")
+
+
+class _DriverByFunction:
+    """The one driver the executor calls: in-process for our SDK's functions, HTTP for functions
+    served by an app (`url` set). Both speak CallRequest/CallResponse, so nothing else in the
+    engine knows which SDK answered."""
+
+    def __init__(self, in_process: InProcessDriver, http: HttpDriver) -> None:
+        self.in_process = in_process
+        self.http = http
+
+    async def call(
+        self,
+        function: FunctionDefinition,
+        request: CallRequest,
+        checkpoint: Checkpoint | None,
+        sender: EventSender | None = None,
+    ) -> CallResponse:
+        driver = self.in_process if function.url is None else self.http
+        return await driver.call(function, request, checkpoint, sender)
 
 
 class Engine:
@@ -49,6 +78,10 @@ class Engine:
         self.registry = FunctionRegistry(functions)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{new_ulid()[-6:]}"
         self.driver = InProcessDriver()
+        self.http_driver = HttpDriver()
+        #: The checksum of each synced app's registered functions (see `register_app`).
+        self.app_checksums: dict[str, str] = {}
+        self._started = False
         self.worker: Worker | None = None
         self.event_log = EventLog(
             store,
@@ -67,7 +100,7 @@ class Engine:
             store,
             self.event_log,
             self.registry,
-            self.driver,
+            _DriverByFunction(self.driver, self.http_driver),
             owner=self.owner,
             lease_ms=lease_ms,
             retry=retry,
@@ -119,10 +152,77 @@ class Engine:
         if self.worker is not None:
             self.worker.wake()
 
-    async def start(self) -> None:
-        """Start executing runs (the store must be open). Without functions there is nothing to run."""
-        if not len(self.registry):
+    # -- apps synced over the Inngest protocol -----------------------------------------------------
+
+    def check_app(self, app_id: str, definitions: Sequence[FunctionDefinition]) -> None:
+        """Raise FunctionDefinitionError if the app's functions cannot be registered (a slug that
+        an in-process function already has, an expression that does not compile)."""
+        self.registry.preview_app(app_id, definitions)
+
+    async def register_app(
+        self, app_id: str, definitions: Sequence[FunctionDefinition], checksum: str
+    ) -> None:
+        """Make `definitions` the functions of the synced app `app_id`, replacing those of its
+        earlier sync in one swap (events planned meanwhile see the old set or the new one). Starts
+        the worker if these are the first functions; reloads the cron schedules."""
+        self.registry.replace_app(app_id, definitions)
+        self.app_checksums[app_id] = checksum
+        self.watched_names |= {rule.event for d in definitions for rule in d.cancel_on}
+        if not self._started:
             return
+        if self.worker is None:
+            await self._run_functions()
+            return
+        if self.cron is not None:
+            await self.cron.stop()
+        self.cron = CronScheduler(self.store, self.event_log, self.registry)
+        try:
+            await self.cron.start()
+        except Exception:
+            log.exception("the cron schedules of app %s cannot be started", app_id)
+
+    async def load_apps(self) -> None:
+        """Register the stored apps whose checksum differs from the one registered here: all of
+        them at start (a restart keeps synced apps), those synced by other processes later."""
+        for app in await self.store.list_apps():
+            if self.app_checksums.get(app.app_id) == app.checksum:
+                continue
+            definitions = []
+            for record in await self.store.app_functions(app.app_id):
+                try:
+                    config = orjson.loads(record.config_json)
+                    definitions.append(function_from_config(app.app_id, config))
+                except Exception:
+                    log.exception("stored function %s cannot be loaded; skipped", record.slug)
+            try:
+                await self.register_app(app.app_id, definitions, app.checksum)
+            except Exception:
+                log.exception("stored app %s cannot be registered; skipped", app.app_id)
+
+    async def _refresh_apps(self) -> None:
+        # PostgreSQL: another process may sync an app; learn of it within APPS_REFRESH_S.
+        while True:
+            await asyncio.sleep(APPS_REFRESH_S)
+            try:
+                await self.load_apps()
+            except Exception:
+                log.exception("reading the synced apps failed")
+
+    async def start(self) -> None:
+        """Load the synced apps, then start executing runs (the store must be open). Without
+        functions there is nothing to run until an app is synced (`register_app`)."""
+        self._started = True
+        try:
+            await self.load_apps()
+        except Exception:
+            log.exception("reading the synced apps failed")
+        if self.store.apps_shared_between_processes:
+            refresh = asyncio.create_task(self._refresh_apps())
+            self._background.add(refresh)
+        if len(self.registry):
+            await self._run_functions()
+
+    async def _run_functions(self) -> None:
         self.cron = CronScheduler(self.store, self.event_log, self.registry)
         await self.cron.start()  # parses every schedule first: a bad one fails the start here
         self.worker = Worker(
@@ -137,14 +237,20 @@ class Engine:
         self._background.add(refresh)
 
     async def stop(self) -> None:
+        self._started = False
         if self.cron is not None:  # first: no new runs while the worker stops
             await self.cron.stop()
             self.cron = None
-        for task in list(self._background):
-            task.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        # Cancel again until every task is done: a cancellation that lands inside a store call
+        # may come back as a store error, which the refresh loops log and survive.
+        pending = set(self._background)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        self._background.clear()
         if self.worker is not None:
             await self.worker.stop()
             self.worker = None
         self.driver.close()
+        await self.http_driver.aclose()

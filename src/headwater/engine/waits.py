@@ -108,7 +108,8 @@ class WaitMatcher:
             )
             await self.store.delete_wait(wait.wait_id)
             return cancelled
-        memo: JSON = wire
+        # Stored as Inngest stores a resolved wait (the SDKs read the event from `data`).
+        memo: JSON = {"data": wire}
         op = "WaitForEvent"
         if wait.kind is WaitKind.INVOKE:
             # The callee's announcement carries its result or error (PROTOCOL §3.4 memo shapes).

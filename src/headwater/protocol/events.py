@@ -81,10 +81,11 @@ def normalize_event(
 
     Raises EventValidationError naming `index` and the field at fault.
     """
-    if isinstance(raw, Event):
-        raw = raw.to_wire()
-    if not isinstance(raw, Mapping):
-        raise EventValidationError(index, "", f"must be a JSON object, not {_json_type(raw)}")
+    if type(raw) is not dict:  # decoded JSON, the common case, skips the (slower) ABC check
+        if isinstance(raw, Event):
+            raw = raw.to_wire()
+        if not isinstance(raw, Mapping):
+            raise EventValidationError(index, "", f"must be a JSON object, not {_json_type(raw)}")
 
     name = raw.get("name")
     if name is None:

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
@@ -44,6 +44,9 @@ from headwater.sdk.sender import (
     drive_async,
     drive_sync,
 )
+
+if TYPE_CHECKING:
+    from headwater.sdk.serve import ServeApp
 
 SDK_NAME: Final = "headwater-py"
 
@@ -258,6 +261,51 @@ class Headwater:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def serve(
+        self,
+        *,
+        serve_origin: str | None = None,
+        serve_path: str = "/api/inngest",
+        signing_key: str | None = None,
+        signing_key_fallback: str | None = None,
+    ) -> ServeApp:
+        """An ASGI app serving this app's functions over HTTP, in Inngest's SDK protocol.
+
+        Attach it at `serve_path` (Starlette: `Route("/api/inngest", hw.serve(), methods=["GET",
+        "PUT", "POST"])`; under a `Mount`, pass `serve_path="/api/inngest/"`), then sync it (a PUT on that URL, e.g. `headwater dev -u URL`): a Headwater server, the
+        Inngest dev server or Inngest Cloud then calls the functions through it. Functions
+        defined after this call are served too.
+
+        `serve_origin` is where the server reaches the app (else the origin of the sync request);
+        the signing keys default to HEADWATER_SIGNING_KEY(_FALLBACK), then INNGEST_SIGNING_KEY
+        (_FALLBACK). With a signing key (and INNGEST_DEV not set to dev), every call must carry a
+        valid signature; see `headwater.sdk.serve`.
+        """
+        from headwater.sdk.serve import ServeApp, resolve_serve_settings
+
+        settings = resolve_serve_settings(
+            os.environ,
+            self.config,
+            serve_origin=serve_origin,
+            serve_path=serve_path,
+            signing_key=signing_key,
+            signing_key_fallback=signing_key_fallback,
+        )
+
+        async def send_events(events: list[Any]) -> list[str]:
+            return (await self.send(events)).ids
+
+        return ServeApp(
+            app_id=self.app_id,
+            functions=lambda: list(self._functions.values()),
+            config=self.config,
+            settings=settings,
+            sdk=f"{SDK_NAME}:v{sdk_version()}",
+            http_client=self._loop_client,
+            send_events=send_events,
+            env=os.environ.get("HEADWATER_ENV") or os.environ.get("INNGEST_ENV") or None,
+        )
 
     def _blocking_client(self) -> httpx.Client:
         with self._lock:

@@ -159,6 +159,10 @@ class FunctionDefinition:
     is_async: bool = field(default=True)
     cancel_on: tuple[CancelOn, ...] = ()
     timeouts: Timeouts | None = None
+    #: Where a remote app serves this function over the Inngest protocol (set for functions
+    #: synced through POST /fn/register, whose `handler` is only a placeholder); None for a
+    #: function run in this process.
+    url: str | None = None
 
     @property
     def slug(self) -> str:

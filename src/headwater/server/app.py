@@ -20,12 +20,13 @@ from headwater.crypto import KeySource
 from headwater.engine.runtime import Engine
 from headwater.sdk.functions import FunctionDefinition
 from headwater.server.auth import EventKeys, SigningKeys
-from headwater.server.ingest import make_ingest_endpoint
+from headwater.server.ingest import IngestASGI, IngestCore, make_ingest_endpoint
 from headwater.server.middleware import RequireSigningKey, ServerKindHeader
 from headwater.server.openapi import openapi_document
 from headwater.server.responses import json_response
 from headwater.server.rest import rest_routes
 from headwater.server.runs_api import runs_routes
+from headwater.server.sync_api import AppSyncer, sync_routes
 from headwater.store import Store, open_store
 
 log = logging.getLogger("headwater.server")
@@ -56,17 +57,28 @@ def _prepare_gc_for_serving() -> None:
     gc.set_threshold(max(gen0, _GC_GEN0_THRESHOLD), gen1, gen2)
 
 
+class HeadwaterApp(IngestASGI):
+    """The ASGI app that serves: `IngestASGI` (which answers `POST /e/{key}` as the Starlette
+    stack would, only cheaper) in front of the Starlette app, which gets everything else."""
+
+    def __init__(self, starlette: Starlette, core: IngestCore, server_kind: str) -> None:
+        super().__init__(core, server_kind, starlette)
+        self.starlette = starlette
+        self.state = starlette.state
+
+
 def create_app(
     settings: ServerSettings,
     keys: KeySource,
     store: Store | None = None,
     functions: Iterable[FunctionDefinition] = (),
-) -> Starlette:
+) -> HeadwaterApp:
     """The whole server as one ASGI app. The store is opened and the engine started on start-up;
     both stop on shutdown."""
     store = store or open_store(settings.database_url)
     engine = Engine(store, keys, functions, limits=settings.limits, retry=settings.retry)
     event_log = engine.event_log
+    syncer = AppSyncer(engine, settings)
     signing_keys = SigningKeys([settings.signing_key, settings.signing_key_fallback])
     production = settings.mode is Mode.PRODUCTION
 
@@ -98,6 +110,7 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await store.open()
         await engine.start()
+        await syncer.start()
         _prepare_gc_for_serving()
         log.info(
             "Headwater %s (%s mode) storing in %s",
@@ -108,10 +121,12 @@ def create_app(
         try:
             yield
         finally:
+            await syncer.stop()
             await engine.stop()
             await store.close()
 
-    ingest = make_ingest_endpoint(event_log, EventKeys(settings.event_keys), settings.limits)
+    core = IngestCore(event_log, EventKeys(settings.event_keys), settings.limits)
+    ingest = make_ingest_endpoint(core)
     routes = [
         Route("/e/{key}", ingest, methods=["POST"]),
         Route("/e/", ingest, methods=["POST"]),
@@ -120,6 +135,7 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *rest_routes(event_log),
         *runs_routes(store, event_log, engine.outcomes),
+        *sync_routes(syncer),
     ]
     middleware = [
         Middleware(ServerKindHeader, kind=settings.server_kind),
@@ -136,4 +152,4 @@ def create_app(
     app.state.event_log = event_log
     app.state.engine = engine
     app.state.settings = settings
-    return app
+    return HeadwaterApp(app, core, settings.server_kind)

@@ -12,13 +12,17 @@ from starlette.responses import Response
 from headwater.types import Millis
 
 
+def json_body(body: Any) -> bytes:
+    return orjson.dumps(body)
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    return Response(json_body(body), status, headers, media_type="application/json")
 
 
-def ingest_error(status: int, message: str) -> Response:
+def ingest_error_body(status: int, message: str) -> bytes:
     """The Event API's error shape, which both official SDKs parse (PROTOCOL §1.5, §4.4)."""
-    return json_response({"ids": [], "status": status, "error": message}, status)
+    return json_body({"ids": [], "status": status, "error": message})
 
 
 def api_data(data: Any, **metadata: Any) -> Response:

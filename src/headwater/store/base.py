@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from headwater.crypto import SealedUser
+from headwater.store.apps import AppFunctionRecord, AppRecord
 from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord, WaitRecord
 from headwater.types import Millis
 
@@ -183,3 +184,22 @@ class Store(Protocol):
 
     async def last_cron_tick(self, function_id: str) -> Millis | None:
         """The latest tick recorded for the function, or None if it never ticked."""
+
+    # -- apps (synced over the Inngest protocol, PROTOCOL §3.2) -------------------------------
+
+    @property
+    def apps_shared_between_processes(self) -> bool:
+        """Whether other processes may sync apps into this store (PostgreSQL): then engines
+        poll `list_apps` to learn of them."""
+
+    async def sync_app(self, app: AppRecord, functions: Sequence[AppFunctionRecord]) -> bool:
+        """In one transaction: upsert the app, upsert `functions` (un-archiving any), archive
+        the app's other functions. Nothing is written, and False returned, when the stored
+        checksum equals `app.checksum` (the same sync again)."""
+
+    async def list_apps(self) -> list[AppRecord]: ...
+
+    async def app_functions(
+        self, app_id: str, *, include_archived: bool = False
+    ) -> list[AppFunctionRecord]:
+        """The functions of an app (only those it still lists, unless `include_archived`)."""

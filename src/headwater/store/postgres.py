@@ -7,7 +7,9 @@ transaction.
 
 Batches travel as arrays (`unnest(%b::text[], ...)`) in binary format: one statement and one round
 trip per batch whatever its size. Binary matters: psycopg builds text array literals in Python, about
-ten times slower than binary arrays for a 5,000-row batch.
+ten times slower than binary arrays for a 5,000-row batch. Appends without runs that arrive while
+others are being written share the next statement (group commit, see `_AppendBatcher`): a statement
+costs the event loop's thread far more than its rows do.
 
 `data`/`meta` are JSONB. They are written from the record's JSON bytes (decoded to `str` only, never
 parsed in Python) and read back as JSONB's text form. JSONB keeps the JSON value, not its spelling:
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -34,6 +37,7 @@ from headwater.crypto import SealedUser
 from headwater.errors import ConfigurationError, MigrationError, StoreError
 from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
+from headwater.store.postgres_apps import PostgresAppVerbs
 from headwater.store.postgres_runs import PostgresRunVerbs, append_with_runs_sql, run_batch_params
 from headwater.store.postgres_waits import PostgresWaitVerbs
 from headwater.store.run_rules import plan_runs
@@ -86,6 +90,11 @@ _INSERT_EVENTS: Final = (
     " ON CONFLICT (internal_id) DO NOTHING"
 )
 _EVENT_PARAMS: Final = tuple(f"e_{column.strip()}" for column in _EVENT_COLUMNS.split(","))
+_INSERT_EVENTS_RETURNING: Final = f"{_INSERT_EVENTS} RETURNING internal_id"
+#: Appends arriving while earlier ones are being written are merged into one statement of at most
+#: this many rows (a bigger append is written alone), by at most this many statements at a time.
+_MAX_MERGED_ROWS: Final = 5_000
+_MAX_APPEND_WRITERS: Final = 2
 _APPEND_WITH_RUNS: Final = append_with_runs_sql(_INSERT_EVENTS)
 _RESEAL_USERS: Final = (
     "UPDATE events AS e SET user_key_id = r.key_id, user_ciphertext = r.ciphertext,"
@@ -146,7 +155,7 @@ def _pool_settings(options: dict[str, str]) -> tuple[int, int, float]:
     return pool_min, pool_max, timeout
 
 
-class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs):
+class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs, PostgresAppVerbs):
     """`Store` on a PostgreSQL database (see the module docstring). The run verbs come from
     `PostgresRunVerbs` (postgres_runs.py) and use the same `_fetch`/`_rowcount`.
 
@@ -160,6 +169,7 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs):
         self._pool_min, self._pool_max, self._pool_timeout = _pool_settings(options)
         self.url_for_display = redact_url(url)
         self._pool: AsyncConnectionPool[Connection] | None = None
+        self._appends = _AppendBatcher(self)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -188,6 +198,7 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs):
         self._pool = pool
 
     async def close(self) -> None:
+        await self._appends.drain()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -289,34 +300,20 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs):
         # Rows are inserted (and their index entries locked) in internal id order, so two appends
         # sharing ids wait for each other instead of deadlocking. The sort is stable: of ids
         # repeated within one batch the first is stored, as in SQLite.
-        ordered = sorted(events, key=attrgetter("internal_id"))
-        columns: list[list[Any]] = [[] for _ in range(12)]
-        for event in ordered:
-            sealed = event.user
-            for column, value in zip(
-                columns,
-                (
-                    event.internal_id,
-                    event.id,
-                    event.name,
-                    event.data_json.decode(),
-                    sealed.key_id if sealed else None,
-                    sealed.ciphertext if sealed else None,
-                    sealed.blind_index if sealed else None,
-                    event.user_erased,
-                    event.ts,
-                    event.v,
-                    event.meta_json.decode() if event.meta_json is not None else None,
-                    event.received_at,
-                ),
-                strict=True,
-            ):
-                column.append(value)
-        params: dict[str, Any] = dict(zip(_EVENT_PARAMS, columns, strict=True))
         if not planned:
-            return await self._rowcount(_INSERT_EVENTS, params)
+            return await self._appends.append(events)
+        params = _event_params(events)
         rows = await self._fetch(_APPEND_WITH_RUNS, params | run_batch_params(planned))
         return int(rows[0][0])
+
+    async def _insert_events(self, events: Sequence[EventRecord]) -> int:
+        """One statement appending `events` (no runs); how many were new."""
+        return await self._rowcount(_INSERT_EVENTS, _event_params(events))
+
+    async def _insert_events_returning(self, events: Sequence[EventRecord]) -> set[str]:
+        """One statement appending `events` (no runs); the internal ids that were new."""
+        rows = await self._fetch(_INSERT_EVENTS_RETURNING, _event_params(events))
+        return {row[0] for row in rows}
 
     async def get_event(self, internal_id: str) -> EventRecord | None:
         rows = await self._fetch(f"{_SELECT_EVENT} WHERE internal_id = %s", (internal_id,))
@@ -391,6 +388,148 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs):
                 [old_key_id for _, _, old_key_id in rows],
             ),
         )
+
+
+def _event_params(events: Sequence[EventRecord]) -> dict[str, Any]:
+    """The `e_*` parameters of `_INSERT_EVENTS`: one array per column, rows in internal id order.
+
+    Rows are inserted (and their index entries locked) in internal id order, so two appends sharing
+    ids wait for each other instead of deadlocking. The sort is stable: of ids repeated within one
+    batch the first is stored, as in SQLite.
+    """
+    columns: list[list[Any]] = [[] for _ in range(12)]
+    (
+        internal_ids,
+        ids,
+        names,
+        data,
+        key_ids,
+        ciphertexts,
+        blind_indexes,
+        erased,
+        timestamps,
+        versions,
+        metas,
+        received,
+    ) = columns
+    for event in sorted(events, key=attrgetter("internal_id")):
+        sealed = event.user
+        internal_ids.append(event.internal_id)
+        ids.append(event.id)
+        names.append(event.name)
+        data.append(event.data_json.decode())
+        key_ids.append(sealed.key_id if sealed else None)
+        ciphertexts.append(sealed.ciphertext if sealed else None)
+        blind_indexes.append(sealed.blind_index if sealed else None)
+        erased.append(event.user_erased)
+        timestamps.append(event.ts)
+        versions.append(event.v)
+        metas.append(event.meta_json.decode() if event.meta_json is not None else None)
+        received.append(event.received_at)
+    return dict(zip(_EVENT_PARAMS, columns, strict=True))
+
+
+@dataclass(slots=True)
+class _PendingAppend:
+    events: Sequence[EventRecord]
+    future: asyncio.Future[int]
+
+
+class _AppendBatcher:
+    """Group commit for plain appends (no runs), the Event API's commonest write.
+
+    Each statement costs the event loop's thread far more in psycopg (building the query, adapting
+    twelve arrays, reading the result) than its rows do, so appends that arrive while earlier ones
+    are being written wait and go together in the next statement: an `INSERT ... unnest` of all
+    their rows, `RETURNING` the ids that were new, from which each caller gets its own count (an id
+    sent twice counts for the first sender, as its row is the one stored). One statement is one
+    transaction, so the appends it carries are stored all together or not at all; if it fails
+    (a bad row, say), each of them is written again alone, so a bad append fails only its caller.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._pending: list[_PendingAppend] = []
+        self._writers: set[asyncio.Task[None]] = set()
+
+    async def append(self, events: Sequence[EventRecord]) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(_PendingAppend(events, future))
+        if len(self._writers) < _MAX_APPEND_WRITERS:
+            writer = asyncio.create_task(self._write_pending())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until every append handed over so far is written."""
+        while self._writers:
+            await asyncio.gather(*self._writers, return_exceptions=True)
+
+    def _take(self) -> list[_PendingAppend]:
+        """The next appends to write together: whatever waits, up to `_MAX_MERGED_ROWS` rows (or
+        the first append alone if it is bigger); appends whose callers gave up are dropped."""
+        taken: list[_PendingAppend] = []
+        rows = 0
+        while self._pending:
+            entry = self._pending[0]
+            if taken and rows + len(entry.events) > _MAX_MERGED_ROWS:
+                break
+            del self._pending[0]
+            if entry.future.done():  # cancelled before it was sent: not written
+                continue
+            taken.append(entry)
+            rows += len(entry.events)
+        return taken
+
+    async def _write_pending(self) -> None:
+        taken: list[_PendingAppend] = []
+        try:
+            while self._pending:
+                taken = self._take()
+                if taken:
+                    await self._write(taken)
+                taken = []
+        except BaseException:
+            # Cancelled (the loop is shutting down): no caller may wait forever.
+            if len(self._writers) <= 1:
+                taken += self._pending
+                self._pending.clear()
+            for entry in taken:
+                if not entry.future.done():
+                    entry.future.set_exception(StoreError("PostgreSQL: the append was cancelled"))
+            raise
+
+    async def _write(self, taken: list[_PendingAppend]) -> None:
+        if len(taken) == 1:
+            await self._write_alone(taken[0])
+            return
+        try:
+            new_ids = await self._store._insert_events_returning(
+                [event for entry in taken for event in entry.events]
+            )
+        except Exception:
+            # Which append was at fault is unknown (and nothing was stored): each alone.
+            await asyncio.gather(*(self._write_alone(entry) for entry in taken))
+            return
+        for entry in taken:
+            new = 0
+            for event in entry.events:
+                if event.internal_id in new_ids:
+                    new_ids.discard(event.internal_id)
+                    new += 1
+            if not entry.future.done():
+                entry.future.set_result(new)
+
+    async def _write_alone(self, entry: _PendingAppend) -> None:
+        try:
+            new = await self._store._insert_events(entry.events)
+        except Exception as exc:
+            if not entry.future.done():
+                entry.future.set_exception(exc)
+            return
+        if not entry.future.done():
+            entry.future.set_result(new)
 
 
 def _event_record(row: Sequence[Any]) -> EventRecord:

@@ -5,6 +5,13 @@ takes all the jobs waiting at that moment, runs them in one transaction (each in
 failing job does not undo the others) and commits once (group commit). Each caller is answered only
 after that commit, with `synchronous=FULL` by default, so an acknowledged write survives power loss.
 Reads run on their own connections in a small thread pool; WAL lets them proceed during writes.
+
+Plain event appends (no runs), the commonest jobs by far, that follow each other in a batch are
+merged into one multi-row INSERT without savepoints; if the merged INSERT fails or meets an id
+already stored, it is undone and those jobs run one by one as any other job (see `_commit_batch`).
+A batch of nothing but a few such appends is one INSERT statement in autocommit mode: its own
+transaction, committed (and synced) by that one statement. Fewer statements matter because each
+one releases the GIL and must win it back from the busy event loop's thread.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
 from headwater.store.run_rules import plan_runs
 from headwater.store.runs import NewRun
+from headwater.store.sqlite_apps import SQLiteAppVerbs
 from headwater.store.sqlite_runs import SQLiteRunVerbs, create_planned_runs
 from headwater.store.sqlite_waits import SQLiteWaitVerbs
 
@@ -42,6 +50,25 @@ _EVENT_COLUMNS: Final = (
     "internal_id, id, name, data, user_key_id, user_ciphertext, user_blind_index, user_erased,"
     " ts, v, meta, received_at"
 )
+_EVENT_WIDTH: Final = 12
+#: Rows per multi-row INSERT statement at most. Statements hold a power of two of rows, so at most
+#: log2 of this many distinct statements exist and all stay in sqlite3's statement cache.
+_MAX_ROWS_PER_INSERT: Final = 256
+_INSERT_ROWS: Final = {
+    size: f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
+    + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * size)
+    + " ON CONFLICT (internal_id) DO NOTHING"
+    for size in (1 << bit for bit in range(_MAX_ROWS_PER_INSERT.bit_length()))
+}
+#: Rows of a batch of plain appends written by one statement (`_append_batch_alone`) at most; one
+#: statement per row count, so the writer's statement cache holds this many of them.
+_MAX_ROWS_ALONE: Final = 64
+_INSERT_NEW_ROWS: Final = {
+    size: f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
+    + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * size)
+    for size in range(1, _MAX_ROWS_ALONE + 1)
+}
+_WRITER_STATEMENT_CACHE: Final = 256
 
 
 @dataclass(slots=True)
@@ -49,8 +76,31 @@ class _Job:
     work: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    #: For a plain event append (no runs): its rows, flattened (`_EVENT_WIDTH` values per row), so
+    #: that the writer may merge it with its neighbours. `work` inserts the same rows alone.
+    append: list[object] | None = None
     result: Any = None
     error: BaseException | None = field(default=None)
+
+
+def _insert_events(connection: sqlite3.Connection, flat: list[object]) -> int:
+    """INSERT the flattened rows (in order, ids already stored skipped), in as few statements as
+    the cached sizes allow; returns how many rows were new.
+
+    One statement of many rows rather than `executemany`: the sqlite3 module releases and retakes
+    the GIL around every step, so `executemany` contends once per row with the event loop's thread
+    for the GIL, a multi-row INSERT once per statement.
+    """
+    before = connection.total_changes
+    rows = len(flat) // _EVENT_WIDTH
+    start = 0
+    while start < rows:
+        size = min(_MAX_ROWS_PER_INSERT, 1 << ((rows - start).bit_length() - 1))
+        connection.execute(
+            _INSERT_ROWS[size], flat[start * _EVENT_WIDTH : (start + size) * _EVENT_WIDTH]
+        )
+        start += size
+    return connection.total_changes - before
 
 
 def parse_sqlite_url(url: str) -> tuple[Path | str, str]:
@@ -71,7 +121,7 @@ def parse_sqlite_url(url: str) -> tuple[Path | str, str]:
     return (raw_path if raw_path == ":memory:" else Path(raw_path)), synchronous
 
 
-class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs):
+class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs, SQLiteAppVerbs):
     """`Store` on one SQLite file (see the module docstring for how writes are grouped). The run
     verbs come from `SQLiteRunVerbs` (sqlite_runs.py) and use the same `_write`/`_read`."""
 
@@ -122,12 +172,13 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs):
                 connection.close()
             self._read_connections.clear()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cached_statements: int = 128) -> sqlite3.Connection:
         connection = sqlite3.connect(
             self.path,
             isolation_level=None,
             check_same_thread=False,
             timeout=_BUSY_TIMEOUT_MS / 1000,
+            cached_statements=cached_statements,
         )
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         connection.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -136,7 +187,7 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs):
 
     def _write_loop(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
         try:
-            connection = self._connect()
+            connection = self._connect(_WRITER_STATEMENT_CACHE)
             connection.execute("PRAGMA journal_mode = WAL")
             self._migrate(connection)
         except BaseException as exc:  # report start-up failures to open()
@@ -166,25 +217,33 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs):
             connection.close()
 
     def _commit_batch(self, connection: sqlite3.Connection, batch: list[_Job]) -> None:
+        if _append_batch_alone(connection, batch):
+            self._settle_batch(batch)
+            return
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                connection.execute("SAVEPOINT job")
-                try:
-                    job.result = job.work(connection)
-                except Exception as exc:
-                    # The same error type as the PostgreSQL backend: callers branch on StoreError.
-                    error = StoreError(f"SQLite write failed: {exc}")
-                    error.__cause__ = exc
-                    job.error = error
-                    connection.execute("ROLLBACK TO job")
-                connection.execute("RELEASE job")
+            index = 0
+            while index < len(batch):
+                job = batch[index]
+                if job.append is None:
+                    _run_job(connection, job)
+                    index += 1
+                    continue
+                end = index + 1
+                while end < len(batch) and batch[end].append is not None:
+                    end += 1
+                _append_merged(connection, batch[index:end], first_in_transaction=index == 0)
+                index = end
             connection.execute("COMMIT")
         except Exception as exc:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             for job in batch:
                 job.error = StoreError(f"SQLite commit failed: {exc}")
+        self._settle_batch(batch)
+
+    def _settle_batch(self, batch: list[_Job]) -> None:
+        """Hand each job's outcome to its caller, with one call into each caller's event loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for job in batch:
             by_loop.setdefault(job.loop, []).append(job)
@@ -250,22 +309,24 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs):
         does, but only if at least one event was new: a seeded retry starts no runs again."""
         if not events:
             return 0
-        rows = [_event_row(event) for event in events]
+        flat: list[object] = []
+        for event in events:
+            flat += _event_row(event)
         planned = plan_runs(runs) if runs else []
 
         def insert(connection: sqlite3.Connection) -> int:
-            before = connection.total_changes
-            connection.executemany(
-                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (internal_id) DO NOTHING",
-                rows,
-            )
-            new = connection.total_changes - before
+            new = _insert_events(connection, flat)
             if new and planned:
                 create_planned_runs(connection, planned)
             return new
 
-        return await self._write(insert)
+        # `_write`, inlined: one coroutine fewer to suspend and resume on the Event API's path.
+        if self._writer is None:
+            raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._jobs.put(_Job(insert, loop, future, None if planned else flat))
+        return await future
 
     async def get_event(self, internal_id: str) -> EventRecord | None:
         def select(connection: sqlite3.Connection) -> EventRecord | None:
@@ -409,6 +470,93 @@ def _split_statements(sql: str) -> list[str]:
     if "\n".join(current).strip():
         statements.append("\n".join(current))
     return statements
+
+
+def _run_job(connection: sqlite3.Connection, job: _Job) -> None:
+    """Run one job in its own savepoint: if it fails, only its own writes are undone."""
+    connection.execute("SAVEPOINT job")
+    try:
+        job.result = job.work(connection)
+    except Exception as exc:
+        # The same error type as the PostgreSQL backend: callers branch on StoreError.
+        error = StoreError(f"SQLite write failed: {exc}")
+        error.__cause__ = exc
+        job.error = error
+        connection.execute("ROLLBACK TO job")
+    connection.execute("RELEASE job")
+
+
+def _append_batch_alone(connection: sqlite3.Connection, batch: list[_Job]) -> bool:
+    """Store a batch of nothing but plain appends, of at most `_MAX_ROWS_ALONE` rows, with one
+    INSERT statement run in autocommit mode: SQLite makes it a transaction of its own, committed
+    (and synced, per `synchronous`) before the statement returns. Whether the batch was stored so.
+
+    One statement rather than BEGIN, INSERT, COMMIT: each statement releases the GIL and must take
+    it back from the busy event loop's thread, which costs the writer up to a switch interval each
+    time. The INSERT has no ON CONFLICT clause: an id already stored (a retried seeded send) fails
+    it whole, as does any other error, and nothing is stored; `_commit_batch` then runs the batch
+    the general way, where a conflict is skipped and each job counts its own new rows.
+    """
+    rows = 0
+    for job in batch:
+        if job.append is None:
+            return False
+        rows += len(job.append)
+    rows //= _EVENT_WIDTH
+    if rows > _MAX_ROWS_ALONE or connection.in_transaction:
+        return False
+    flat: list[object] = []
+    for job in batch:
+        assert job.append is not None
+        flat += job.append
+    try:
+        connection.execute(_INSERT_NEW_ROWS[rows], flat)
+    except Exception:
+        if connection.in_transaction:  # not expected of a lone statement; be sure
+            connection.execute("ROLLBACK")
+        return False
+    for job in batch:
+        assert job.append is not None
+        job.result = len(job.append) // _EVENT_WIDTH
+    return True
+
+
+def _append_merged(
+    connection: sqlite3.Connection, jobs: list[_Job], *, first_in_transaction: bool
+) -> None:
+    """Run consecutive plain appends (one or more) as one INSERT of all their rows.
+
+    That is only right when every row is new, for then each job's result is its row count and
+    no job can have failed alone; otherwise (an id already stored, or repeated across jobs, or
+    any error) the merged INSERT is undone and each job runs alone in its savepoint, exactly as
+    without merging. First in the transaction, undoing is a rollback of the transaction; later,
+    the merged INSERT runs in a savepoint of its own.
+    """
+    flat: list[object] = []
+    for job in jobs:
+        assert job.append is not None
+        flat += job.append
+    if not first_in_transaction:
+        connection.execute("SAVEPOINT merged")
+    try:
+        all_new = _insert_events(connection, flat) * _EVENT_WIDTH == len(flat)
+    except Exception:
+        all_new = False
+    if all_new:
+        if not first_in_transaction:
+            connection.execute("RELEASE merged")
+        for job in jobs:
+            assert job.append is not None
+            job.result = len(job.append) // _EVENT_WIDTH
+        return
+    if first_in_transaction:
+        connection.execute("ROLLBACK")
+        connection.execute("BEGIN IMMEDIATE")
+    else:
+        connection.execute("ROLLBACK TO merged")
+        connection.execute("RELEASE merged")
+    for job in jobs:
+        _run_job(connection, job)
 
 
 def _settle(jobs: list[_Job]) -> None:

@@ -1,0 +1,403 @@
+"""Calls a function served over HTTP by any Inngest SDK (PROTOCOL §3.3–3.8).
+
+The engine hands over a `CallRequest` and gets a `CallResponse`, as from the in-process driver;
+this module turns one into the wire request (canonical JSON, signed when the server has a signing
+key) and the SDK's reply back into the other. The engine stays the one place that records steps:
+results reach the store only through the engine's `checkpoint` callback or the returned ops.
+
+Planned steps (PROTOCOL §3.8) are executed here, one at a time: when a reply lists `StepPlanned`
+ops (parallel steps, or a step the SDK would not run at once), each is run by its own targeted call
+(`stepId=<hashed id>`), its `StepRun` result checkpointed through the engine, and then a discovery
+call (`stepId=step`) asks for what comes next. While a reply had several ops, calls carry
+`disable_immediate_execution` (Inngest's ForceStepPlan). Steps run sequentially, not in parallel:
+the results and the order the SDK sees are the same, only slower for long parallel steps. A plain
+`StepRun` reply (a step run at once) is checkpointed the same way and the function called again
+in the same execution, so a chain of steps costs no queue round trip per step.
+
+Never sent: `ctx.fn_id` and `ctx.qi_id`. Their presence switches the TS SDK v4 to checkpointing
+(§3.9), which this server does not implement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import orjson
+import rfc8785
+
+from headwater.protocol.steps import (
+    CallRequest,
+    CallResponse,
+    FunctionError,
+    Opcode,
+    StepOp,
+)
+from headwater.sdk.execution import Checkpoint, EventSender
+from headwater.sdk.functions import FunctionDefinition
+from headwater.types import JSON, JSONObject
+
+log = logging.getLogger("headwater.drivers.http")
+
+#: Inngest's longest call (`MaxFunctionTimeout`).
+CALL_TIMEOUT_S: Final = 2 * 3600.0
+CONNECT_TIMEOUT_S: Final = 10.0
+#: Calls one execution may make before handing back to the queue (a safety bound on loops of
+#: checkpointed steps; the engine's step limits apply too).
+MAX_CALLS_PER_EXECUTION: Final = 200
+#: `Retry-After` is clamped to [now + 1 s, now + 24 h] (PROTOCOL §3.1).
+_RETRY_AFTER_MIN_MS: Final = 1_000
+_RETRY_AFTER_MAX_MS: Final = 86_400_000
+#: `signkey-<env>-`, dropped from the key before signing (the engine cannot import server/auth).
+_SIGNING_PREFIX: Final = re.compile(r"^signkey-\w+-")
+DISCOVERY_STEP: Final = "step"
+UNKNOWN_REQUEST_VERSION: Final = -1
+SDK_REQUEST_VERSION: Final = 2
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- the request ---------------------------------------------------------------------------------
+
+
+def wire_event(event: Mapping[str, Any]) -> JSONObject:
+    """An event as the SDKs require it: `user` always present (PROTOCOL §3.3), `data` an object."""
+    wire: JSONObject = {
+        "name": event.get("name", ""),
+        "data": event.get("data") if isinstance(event.get("data"), dict) else {},
+        "user": event.get("user") if isinstance(event.get("user"), dict) else {},
+        "id": str(event.get("id") or ""),
+        "ts": int(event.get("ts") or 0),
+    }
+    if event.get("v") is not None:
+        wire["v"] = event["v"]
+    return wire
+
+
+def request_body(
+    request: CallRequest,
+    *,
+    steps: Mapping[str, JSON] | None = None,
+    stack: list[str] | None = None,
+    attempt: int | None = None,
+    disable_immediate_execution: bool = False,
+    sdk_answered: bool = False,
+) -> JSONObject:
+    """The call body of PROTOCOL §3.3, with every field the Python SDK requires (top-level
+    `use_api`; `ctx.attempt`, `disable_immediate_execution`, `run_id`, `stack`, `max_attempts`).
+    `steps`/`stack`/`attempt` override the request's own (after steps checkpointed in this
+    execution); `sdk_answered` says an earlier call of this execution got a reply."""
+    memos = dict(request.steps if steps is None else steps)
+    attempt = request.ctx.attempt if attempt is None else attempt
+    order: list[JSON] = list(request.ctx.stack if stack is None else stack)
+    return {
+        "event": wire_event(request.event),
+        "events": [wire_event(event) for event in request.events] or [wire_event(request.event)],
+        "steps": memos,
+        "ctx": {
+            "run_id": request.ctx.run_id,
+            "attempt": attempt,
+            "max_attempts": request.ctx.max_attempts,
+            "disable_immediate_execution": disable_immediate_execution,
+            "use_api": False,
+            "stack": {"stack": order, "current": len(order)},
+        },
+        # The execution version: -1 ("unknown") on a run's first call, then the SDK's
+        # X-Inngest-Req-Version, 2 for both SDKs (Inngest stores it with the run; here memoized
+        # steps, a retry or an earlier call of this execution show that the SDK answered).
+        "version": (
+            SDK_REQUEST_VERSION if memos or attempt > 0 or sdk_answered else UNKNOWN_REQUEST_VERSION
+        ),
+        "use_api": False,
+    }
+
+
+def canonical_json(body: JSON) -> bytes:
+    """RFC 8785 (JCS) bytes: the SDKs canonicalise what they parsed before checking the HMAC, so
+    the server must send, and sign, exactly these bytes (PROTOCOL §3.6)."""
+    try:
+        return rfc8785.dumps(body)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        # An integer beyond 2**53 (JCS's limit): sorted orjson is the closest; an SDK verifying
+        # a signature may then refuse it, which is better than failing every call of the run.
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def signature(body: bytes, signing_key: str, at_seconds: int | None = None) -> str:
+    """`t=<unix seconds>&s=<hex HMAC-SHA256(key, body || t)>`, the key without `signkey-<env>-`,
+    used as UTF-8 bytes as the SDKs do (PROTOCOL §3.6)."""
+    stamp = int(time.time()) if at_seconds is None else at_seconds
+    key = _SIGNING_PREFIX.sub("", signing_key.strip()).encode()
+    mac = hmac.new(key, body + str(stamp).encode(), hashlib.sha256).hexdigest()
+    return f"t={stamp}&s={mac}"
+
+
+def call_url(function_url: str, slug: str, step_id: str) -> str:
+    """The function's URL with `fnId` and `stepId` set (the stored one says `stepId=step`)."""
+    parts = urlsplit(function_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("fnId", "stepId")]
+    query += [("fnId", slug), ("stepId", step_id)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# -- the reply -----------------------------------------------------------------------------------
+
+
+def parse_op(raw: Any) -> StepOp:
+    """One op of a 206 reply; ValueError if it is not one (or names an op not supported)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
+        raise ValueError(f"not an op: {str(raw)[:200]}")
+    opcode = Opcode.parse(raw["op"])
+    opts = raw.get("opts")
+    error = raw.get("error")
+    name = raw.get("name")
+    display = raw.get("displayName")
+    return StepOp(
+        op=opcode,
+        id=str(raw.get("id") or ""),
+        name=name if isinstance(name, str) else "",
+        display_name=display if isinstance(display, str) else "",
+        opts=opts if isinstance(opts, dict) else None,
+        data=raw.get("data"),
+        error=error if isinstance(error, dict) else None,
+    )
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def retry_at_from(value: str | None, now: int) -> int | None:
+    """Epoch ms of a `Retry-After` value (seconds, or a date), clamped as Inngest does."""
+    if not value:
+        return None
+    text = value.strip()
+    moment: int | None = None
+    if text.isdigit() and len(text) <= 7:
+        moment = now + int(text) * 1000
+    else:
+        try:
+            moment = int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            try:
+                moment = int(parsedate_to_datetime(text).timestamp() * 1000)
+            except (TypeError, ValueError):
+                return None
+    return min(max(moment, now + _RETRY_AFTER_MIN_MS), now + _RETRY_AFTER_MAX_MS)
+
+
+def _json_or_text(body: bytes) -> JSON:
+    try:
+        value: JSON = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode(errors="replace")
+    return value
+
+
+def parse_reply(status: int, headers: Mapping[str, str], body: bytes) -> CallResponse:
+    """An SDK's HTTP reply as a CallResponse (PROTOCOL §3.5)."""
+    if status == 201:
+        return _parse_stream(headers, body)
+    no_retry = (_header(headers, "X-Inngest-No-Retry") or "").strip().lower() == "true"
+    retry_at = retry_at_from(_header(headers, "Retry-After"), now_ms())
+    if 200 <= status < 300 and _header(headers, "X-Inngest-SDK") is None:
+        # Inngest treats a reply without the SDK header as "not from an SDK" even when 2xx (a
+        # proxy's page, a wrong URL): retry rather than complete the run with it.
+        return CallResponse(
+            error=FunctionError(
+                "NotAnSDKResponse",
+                f"HTTP {status} without X-Inngest-SDK: {body[:200].decode(errors='replace')}",
+            )
+        )
+    if status == 206:
+        value = _json_or_text(body)
+        raws = value if isinstance(value, list) else [value]
+        try:
+            ops = [parse_op(raw) for raw in raws]
+        except ValueError as exc:
+            return CallResponse(
+                error=FunctionError("UnsupportedOperation", str(exc)), no_retry=True
+            )
+        for op in ops:
+            if op.op is Opcode.RUN_COMPLETE:  # TS checkpoint/forced mode: the final result
+                return CallResponse(done=True, output=op.data)
+        return CallResponse(ops=ops, no_retry=no_retry, retry_at=retry_at)
+    if 200 <= status < 300:
+        return CallResponse(done=True, output=_json_or_text(body) if body else None)
+    value = _json_or_text(body)
+    if isinstance(value, dict) and ("message" in value or "name" in value):
+        error = FunctionError.from_json(value)
+    else:
+        error = FunctionError("HTTPError", f"HTTP {status}: {str(value)[:500]}")
+    return CallResponse(error=error, no_retry=no_retry, retry_at=retry_at)
+
+
+def _parse_stream(headers: Mapping[str, str], body: bytes) -> CallResponse:
+    """A 201 streamed reply: keep-alive whitespace, then `{status, headers, body}`."""
+    try:
+        envelope = orjson.loads(body.strip())
+    except orjson.JSONDecodeError:
+        return CallResponse(error=FunctionError("StreamError", "the streamed reply is not JSON"))
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("status"), int):
+        return CallResponse(error=FunctionError("StreamError", "the streamed reply has no status"))
+    inner = envelope.get("body")
+    if isinstance(inner, str):  # the SDKs may encode the body twice
+        with contextlib.suppress(orjson.JSONDecodeError):
+            inner = orjson.loads(inner)
+    inner_headers = envelope.get("headers")
+    merged = {**headers, **(inner_headers if isinstance(inner_headers, dict) else {})}
+    return parse_reply(envelope["status"], merged, orjson.dumps(inner))
+
+
+# -- the driver ----------------------------------------------------------------------------------
+
+
+class HttpDriver:
+    """The `Driver` of functions with a `url` (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        signing_key: str | None = None,
+        server_kind: str = "dev",
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.signing_key = signing_key
+        self.server_kind = server_kind
+        #: Made on first use (in the serving event loop); tests pass one with a mock transport.
+        self._client = client
+
+    def configure(self, *, signing_key: str | None, server_kind: str) -> None:
+        """Set what the server's settings say (the engine is built before them)."""
+        self.signing_key = signing_key
+        self.server_kind = server_kind
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                trust_env=False,  # apps are reached directly, never through a proxy
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def call(
+        self,
+        function: FunctionDefinition,
+        request: CallRequest,
+        checkpoint: Checkpoint | None,
+        sender: EventSender | None = None,
+    ) -> CallResponse:
+        if function.url is None:
+            return CallResponse(
+                error=FunctionError("NoURL", f"{function.slug} has no URL"), no_retry=True
+            )
+        steps: dict[str, JSON] = dict(request.steps)
+        stack = list(request.ctx.stack)
+        attempt = request.ctx.attempt
+        forced = request.ctx.disable_immediate_execution
+        target = request.target_step or DISCOVERY_STEP
+        for call in range(MAX_CALLS_PER_EXECUTION):
+            response = await self._post(
+                function, request, target, steps, stack, attempt, forced=forced, answered=call > 0
+            )
+            target = DISCOVERY_STEP
+            ops = response.ops
+            if (
+                checkpoint is None
+                or response.error is not None
+                or response.done
+                or not ops
+                or any(op.op not in (Opcode.STEP_RUN, Opcode.STEP_PLANNED) for op in ops)
+            ):
+                return response  # the engine acts on it (a sleep, a wait, an error, the end...)
+            # Several ops in one reply: plan the next calls explicitly (ForceStepPlan).
+            forced = len(ops) > 1
+            for op in ops:
+                if op.op is Opcode.STEP_PLANNED:
+                    reply = await self._post(
+                        function,
+                        request,
+                        op.id,
+                        steps,
+                        stack,
+                        attempt,
+                        forced=forced,
+                        answered=True,
+                    )
+                    ran = next(
+                        (o for o in reply.ops if o.op is Opcode.STEP_RUN and o.id == op.id), None
+                    )
+                    if ran is None or reply.error is not None or reply.done:
+                        return reply  # a StepError, a sleep inside... the engine decides
+                    op = ran
+                await checkpoint(op)  # the engine records the step (and checks the limits)
+                steps[op.id] = {"data": op.data}
+                stack.append(op.id)
+                attempt = 0  # attempts count per step: the next one starts afresh
+        # Hand back to the queue: the engine calls again at once (an empty op list).
+        return CallResponse()
+
+    async def _post(
+        self,
+        function: FunctionDefinition,
+        request: CallRequest,
+        step_id: str,
+        steps: Mapping[str, JSON],
+        stack: list[str],
+        attempt: int,
+        *,
+        forced: bool,
+        answered: bool,
+    ) -> CallResponse:
+        assert function.url is not None
+        body = canonical_json(
+            request_body(
+                request,
+                steps=steps,
+                stack=stack,
+                attempt=attempt,
+                disable_immediate_execution=forced,
+                sdk_answered=answered,
+            )
+        )
+        headers = {
+            "Content-Type": "application/json",
+            "X-Inngest-Server-Kind": self.server_kind,
+            "X-Inngest-Req-Version": "2",
+            "X-Run-ID": request.ctx.run_id,
+            "X-Inngest-Step-ID": step_id,
+        }
+        if forced:
+            headers["X-Inngest-Force-Step-Plan"] = "true"
+        if self.signing_key:
+            headers["X-Inngest-Signature"] = signature(body, self.signing_key)
+        url = call_url(function.url, function.slug, step_id)
+        try:
+            reply = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            log.info("calling %s failed: %s", url, exc)
+            return CallResponse(error=FunctionError("HTTPError", f"calling {url} failed: {exc!r}"))
+        return parse_reply(reply.status_code, reply.headers, reply.content)
