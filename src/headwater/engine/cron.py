@@ -53,7 +53,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -62,6 +61,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
+from headwater.clock import now_ms
 from headwater.errors import FunctionDefinitionError
 from headwater.protocol.events import NormalizedEvent
 from headwater.protocol.ids import IdSeed, new_ulid
@@ -91,10 +91,6 @@ _SECOND: Final = timedelta(seconds=1)
 #: Bound on wall times examined for one tick: a handful normally, up to an hour's worth of a
 #: per-second spec inside a DST overlap. Reaching it would be a bug, reported, never a hang.
 _MAX_STEPS: Final = 100_000
-
-
-def now_ms() -> Millis:
-    return time.time_ns() // 1_000_000
 
 
 # -- specs -------------------------------------------------------------------------------------

@@ -48,6 +48,19 @@ class StoredEvent:
     meta: JSONObject | None
     received_at: Millis
 
+    def wire(self) -> JSONObject:
+        """The event as functions and expressions see it: `{name, data, user, id, ts, v?}`."""
+        wire: JSONObject = {
+            "name": self.name,
+            "data": self.data,
+            "user": self.user,
+            "id": self.id,
+            "ts": self.ts,
+        }
+        if self.v is not None:
+            wire["v"] = self.v
+        return wire
+
 
 class EventLog:
     def __init__(

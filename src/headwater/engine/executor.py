@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from headwater.clock import now_ms
 from headwater.engine.drivers import Driver
 from headwater.engine.event_log import EventLog
 from headwater.engine.outcomes import FINISHED, INVOKED, RunOutcomes
@@ -68,10 +68,6 @@ class Limits:
     max_steps: int = 1_000
     max_step_output_bytes: int = 4 * 1024 * 1024
     max_state_bytes: int = 32 * 1024 * 1024
-
-
-def now_ms() -> Millis:
-    return time.time_ns() // 1_000_000
 
 
 class Executor:
@@ -172,18 +168,8 @@ class Executor:
         events: list[JSONObject] = []
         for event_id in run.event_ids:
             stored = await self.event_log.get(event_id)
-            if stored is None:
-                continue
-            wire: JSONObject = {
-                "name": stored.name,
-                "data": stored.data,
-                "user": stored.user,
-                "id": stored.id,
-                "ts": stored.ts,
-            }
-            if stored.v is not None:
-                wire["v"] = stored.v
-            events.append(wire)
+            if stored is not None:
+                events.append(stored.wire())
         now = now_ms()
         steps: dict[str, JSON] = {}
         stack: list[str] = []

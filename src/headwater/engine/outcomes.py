@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from typing import Final
 
 import orjson
 
+from headwater.clock import now_ms
 from headwater.engine.event_log import EventLog
-from headwater.engine.waits import event_wire
 from headwater.protocol.events import NormalizedEvent
 from headwater.protocol.ids import IdSeed, ulid_millis
 from headwater.protocol.steps import FunctionError
@@ -33,10 +32,6 @@ FINISHED: Final = "inngest/function.finished"
 FAILED: Final = "inngest/function.failed"
 CANCELLED: Final = "inngest/function.cancelled"
 INVOKED: Final = "inngest/function.invoked"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class RunOutcomes:
@@ -92,7 +87,7 @@ class RunOutcomes:
         for event_id in run.event_ids:
             stored = await self.event_log.get(event_id)
             if stored is not None:
-                wire = event_wire(stored)
+                wire = stored.wire()
                 wire.pop("user", None)  # system events are stored in clear: no user objects
                 events.append(wire)
         data: JSONObject = {

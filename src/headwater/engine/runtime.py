@@ -10,13 +10,14 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
+from headwater.clock import now_ms
 from headwater.crypto import KeySource
 from headwater.engine.apps import function_from_config
 from headwater.engine.cron import CronScheduler
 from headwater.engine.drivers.http import HttpDriver
 from headwater.engine.drivers.inprocess import InProcessDriver
 from headwater.engine.event_log import EventLog
-from headwater.engine.executor import Executor, Limits, now_ms
+from headwater.engine.executor import Executor, Limits
 from headwater.engine.outcomes import RunOutcomes
 from headwater.engine.registry import FunctionRegistry
 from headwater.engine.triggers import RunPlanner

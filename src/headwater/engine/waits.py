@@ -8,12 +8,12 @@ is found by one or the other.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import orjson
 
+from headwater.clock import now_ms
 from headwater.engine.event_log import EventLog, StoredEvent
 from headwater.expr import compile_expression
 from headwater.store import EventQuery, Store
@@ -27,23 +27,6 @@ log = logging.getLogger("headwater.waits")
 
 #: How many stored events a new wait looks at (newest first) when it scans for earlier arrivals.
 SCAN_LIMIT = 100
-
-
-def event_wire(event: StoredEvent) -> JSONObject:
-    wire: JSONObject = {
-        "name": event.name,
-        "data": event.data,
-        "user": event.user,
-        "id": event.id,
-        "ts": event.ts,
-    }
-    if event.v is not None:
-        wire["v"] = event.v
-    return wire
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class WaitMatcher:
@@ -95,7 +78,7 @@ class WaitMatcher:
             return False
         expression = compile_expression(wait.expression) if wait.expression else None
         for candidate in candidates:
-            wire = event_wire(candidate)
+            wire = candidate.wire()
             if expression is None or expression.matches({"event": trigger, "async": wire}):
                 return await self._resolve(wait, candidate, wire)
         return False
@@ -135,7 +118,7 @@ class WaitMatcher:
         if run is None or run.status.is_final or not run.event_ids:
             return None
         event = await self.event_log.get(run.event_ids[0])
-        return event_wire(event) if event is not None else None
+        return event.wire() if event is not None else None
 
     async def expire(self, waits: Sequence[WaitRecord], now: int) -> None:
         """Resolve step waits whose timeout passed with null (the SDKs read it as "timed out")."""

@@ -11,7 +11,8 @@ import contextlib
 import logging
 from typing import Final
 
-from headwater.engine.executor import Executor, now_ms
+from headwater.clock import now_ms
+from headwater.engine.executor import Executor
 from headwater.store import Store
 from headwater.store.runs import QueueItem
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +45,7 @@ from headwater.protocol.steps import (
     StepIds,
     StepOp,
 )
-from headwater.sdk.functions import FunctionDefinition
+from headwater.sdk.functions import FunctionDefinition, is_field_path, match_expression
 from headwater.types import JSON, JSONObject
 
 #: The engine's commit of a finished step: returns once the memo is durable.
@@ -305,18 +304,15 @@ def trigger_event(wire: JSONObject) -> Event:
     )
 
 
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
 def wait_expression(if_: str | None, match: str | None) -> str | None:
     """`match: "data.x"` is Inngest's shorthand for `event.data.x == async.data.x`."""
     if if_ is not None and match is not None:
         raise ValueError("give `if_` or `match`, not both")
     if match is None:
         return if_
-    if not _FIELD.match(match):
+    if not is_field_path(match):
         raise ValueError(f"match {match!r} must be a dotted field path such as data.accountId")
-    return f"event.{match} == async.{match}"
+    return match_expression(match)
 
 
 async def execute(

@@ -26,7 +26,19 @@ DEFAULT_RETRIES: Final = 4
 MAX_CANCELS: Final = 5
 #: Inngest's longest cancellation window (PROTOCOL §1.10).
 MAX_CANCEL_MS: Final = 365 * 86_400_000
-_FIELD: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_FIELD_PATH: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def is_field_path(text: str) -> bool:
+    """A dotted path of identifiers, e.g. `data.accountId` (what a `match` names)."""
+    return bool(_FIELD_PATH.match(text))
+
+
+def match_expression(field: str) -> str:
+    """Inngest's `match: "data.x"` shorthand: `event.data.x == async.data.x`."""
+    return f"event.{field} == async.{field}"
+
+
 _FUNCTION_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Wildcards may stand only for whole segments after "/" or "." (Inngest's rule): app/*, app/user.*
 _EVENT_PATTERN: Final = re.compile(r"^[^*]+([/.]\*)?$")
@@ -90,7 +102,7 @@ class CancelOn:
             raise FunctionDefinitionError(f"cancel event {self.event!r} must be an event name")
         if self.if_ is not None and self.match is not None:
             raise FunctionDefinitionError("a cancel rule takes `if_` or `match`, not both")
-        if self.match is not None and not _FIELD.match(self.match):
+        if self.match is not None and not is_field_path(self.match):
             raise FunctionDefinitionError(
                 f"cancel match {self.match!r} must be a dotted field path such as data.accountId"
             )
@@ -100,7 +112,7 @@ class CancelOn:
     @property
     def expression(self) -> str | None:
         if self.match is not None:
-            return f"event.{self.match} == async.{self.match}"
+            return match_expression(self.match)
         return self.if_
 
     @property

@@ -7,26 +7,19 @@ the Inngest SDKs send it (`signkey-<env>-<hex sha256 of the hex-decoded key>`); 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import re
 from collections.abc import Iterable
 
-_PREFIX = re.compile(r"^signkey-\w+-")
+from headwater.sdk.signatures import hash_signing_key, strip_signing_key
 
-
-def strip_signing_prefix(key: str) -> str:
-    return _PREFIX.sub("", key.strip())
+#: The key without its `signkey-<env>-` prefix (one implementation, shared with the SDK).
+strip_signing_prefix = strip_signing_key
 
 
 def hashed_signing_key(key: str) -> str:
-    """The form the SDKs put in `Authorization: Bearer …`: sha256 of the hex-decoded key."""
-    body = strip_signing_prefix(key)
-    try:
-        raw = bytes.fromhex(body)
-    except ValueError:
-        raw = body.encode()
-    return hashlib.sha256(raw).hexdigest()
+    """The form the SDKs put in `Authorization: Bearer …`: sha256 of the hex-decoded key (without
+    the prefix, which both sides drop before comparing)."""
+    return strip_signing_key(hash_signing_key(key))
 
 
 class SigningKeys:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
+from headwater.clock import now_ms
 from headwater.types import Millis
 
 
@@ -30,7 +30,7 @@ def api_data(data: Any, **metadata: Any) -> Response:
     return json_response(
         {
             "data": data,
-            "metadata": {"fetched_at": rfc3339(now_millis()), "cached_until": None, **metadata},
+            "metadata": {"fetched_at": rfc3339(now_ms()), "cached_until": None, **metadata},
         }
     )
 
@@ -38,10 +38,6 @@ def api_data(data: Any, **metadata: Any) -> Response:
 def api_error(status: int, message: str, code: str) -> Response:
     """REST v1's error shape `{error, status}`, with a stable `code` to branch on."""
     return json_response({"error": message, "status": status, "code": code}, status)
-
-
-def now_millis() -> Millis:
-    return time.time_ns() // 1_000_000
 
 
 def rfc3339(millis: Millis) -> str:

@@ -39,17 +39,25 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
     return body
 
 
+def parse_rfc3339(value: str, name: str) -> int:
+    """Epoch ms of an RFC 3339 time given as `name`; ValueError says what is wrong with it."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an RFC 3339 time such as 2024-05-01T12:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must carry a time zone (e.g. a trailing Z)")
+    return int(moment.timestamp() * 1000)
+
+
 def _parse_time(params: Any, name: str) -> int | None:
     value = params.get(name)
     if value is None or value == "":
         return None
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadQuery(f"{name} must be an RFC 3339 time such as 2024-05-01T12:00:00Z") from None
-    if moment.tzinfo is None:
-        raise BadQuery(f"{name} must carry a time zone (e.g. a trailing Z)")
-    return int(moment.timestamp() * 1000)
+        return parse_rfc3339(value, name)
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
 
 
 def _parse_query(request: Request) -> EventQuery:

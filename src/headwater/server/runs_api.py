@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -13,11 +12,11 @@ from starlette.routing import Route
 
 from headwater.engine.event_log import EventLog
 from headwater.engine.outcomes import RunOutcomes
-from headwater.engine.waits import event_wire
 from headwater.errors import ExpressionError
 from headwater.expr import compile_expression
 from headwater.protocol.ids import is_ulid, new_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
+from headwater.server.rest import parse_rfc3339
 from headwater.store import Store
 from headwater.store.runs import RunRecord, RunStatus
 
@@ -63,12 +62,9 @@ def _time_field(body: dict[str, Any], name: str, *, required: bool) -> int | Non
     if not isinstance(value, str):
         raise BadRequest(f"{name} must be an RFC 3339 time string")
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an RFC 3339 time such as 2024-05-01T12:00:00Z") from None
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name} must carry a time zone (e.g. a trailing Z)")
-    return int(moment.timestamp() * 1000)
+        return parse_rfc3339(value, name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def runs_routes(store: Store, event_log: EventLog, outcomes: RunOutcomes) -> list[Route]:
@@ -134,7 +130,7 @@ def runs_routes(store: Store, event_log: EventLog, outcomes: RunOutcomes) -> lis
             for run in runs:
                 if expression is not None:
                     trigger = await event_log.get(run.event_ids[0]) if run.event_ids else None
-                    wire = event_wire(trigger) if trigger is not None else {}
+                    wire = trigger.wire() if trigger is not None else {}
                     if not expression.matches({"event": wire}):
                         continue
                 if await outcomes.cancel(run.run_id, "bulk cancellation"):

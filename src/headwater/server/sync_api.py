@@ -22,13 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from headwater.clock import now_ms
 from headwater.config import Mode, ServerSettings
 from headwater.engine.apps import RegistrationError, app_uuid, parse_registration
 from headwater.engine.drivers.http import canonical_json, signature
 from headwater.engine.runtime import Engine
 from headwater.errors import FunctionDefinitionError, StoreError
 from headwater.server.auth import SigningKeys
-from headwater.server.responses import api_data, api_error, json_response, now_millis
+from headwater.server.responses import api_data, api_error, json_response
 from headwater.store.apps import AppFunctionRecord, AppRecord
 
 log = logging.getLogger("headwater.sync")
@@ -136,7 +137,7 @@ def sync_routes(syncer: AppSyncer) -> list[Route]:
             return register_error(exc.status, exc.message)
         except FunctionDefinitionError as exc:
             return register_error(400, f"At least one function is invalid: {exc}")
-        now = now_millis()
+        now = now_ms()
         app = AppRecord(sync.app_id, sync.url, sync.sdk, sync.framework, sync.checksum, now, now)
         functions = [
             AppFunctionRecord(slug, sync.app_id, orjson.dumps(config), now)

@@ -41,6 +41,28 @@ class EventQuery:
     received_before: Millis | None = None
     include_system: bool = False
 
+    def where(self, mark: str) -> tuple[str, list[object]]:
+        """The WHERE clause ("" when unfiltered) and its parameters, with the dialect's parameter
+        mark (`?` or `%s`): the one definition of the filters both backends apply."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.before_id is not None:
+            clauses.append(f"internal_id < {mark}")
+            params.append(self.before_id)
+        if self.name is not None:
+            clauses.append(f"name = {mark}")
+            params.append(self.name)
+        elif not self.include_system:
+            clauses.append(f"name NOT LIKE {mark}")
+            params.append("inngest/%")
+        if self.received_after is not None:
+            clauses.append(f"received_at >= {mark}")
+            params.append(self.received_after)
+        if self.received_before is not None:
+            clauses.append(f"received_at < {mark}")
+            params.append(self.received_before)
+        return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
 
 class Store(Protocol):
     """What the engine and the server need from a database.

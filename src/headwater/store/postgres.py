@@ -320,23 +320,7 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs, PostgresAppVerbs):
         return _event_record(rows[0]) if rows else None
 
     async def list_events(self, query: EventQuery) -> list[EventRecord]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if query.before_id is not None:
-            clauses.append("internal_id < %s")
-            params.append(query.before_id)
-        if query.name is not None:
-            clauses.append("name = %s")
-            params.append(query.name)
-        elif not query.include_system:
-            clauses.append("name NOT LIKE 'inngest/%%'")
-        if query.received_after is not None:
-            clauses.append("received_at >= %s")
-            params.append(query.received_after)
-        if query.received_before is not None:
-            clauses.append("received_at < %s")
-            params.append(query.received_before)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = query.where("%s")
         # SQLite reads a negative LIMIT as "no limit"; PostgreSQL refuses one, LIMIT NULL is "all".
         params.append(query.limit if query.limit >= 0 else None)
         rows = await self._fetch(

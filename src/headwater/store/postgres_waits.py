@@ -10,15 +10,11 @@ from typing import Any, Final, Protocol
 from psycopg.abc import Params
 
 from headwater.store.postgres_runs import _RUN_COLUMNS, _run_record
-from headwater.store.run_rules import ACTIVE_STATUSES
-from headwater.store.runs import RunRecord, StepRecord, WaitKind, WaitRecord
+from headwater.store.run_rules import ACTIVE_STATUSES, WAIT_COLUMNS, wait_from_row, wait_params
+from headwater.store.runs import RunRecord, StepRecord, WaitRecord
 from headwater.types import Millis
 
-_WAIT_COLUMNS: Final = (
-    "wait_id, run_id, kind, event_name, expression, created_at, expires_at, step_id, step_name,"
-    " match_from"
-)
-_QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in _WAIT_COLUMNS.split(","))
+_QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in WAIT_COLUMNS.split(","))
 _ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 _VALUES: Final = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
@@ -29,7 +25,7 @@ WITH parked AS (
     WHERE item_id = %s AND lease_owner = %s
     RETURNING item_id
 ), stored AS (
-    INSERT INTO waits ({_WAIT_COLUMNS})
+    INSERT INTO waits ({WAIT_COLUMNS})
     SELECT * FROM (VALUES {_VALUES}) AS v WHERE EXISTS (SELECT 1 FROM parked)
     ON CONFLICT DO NOTHING
 )
@@ -61,46 +57,16 @@ class _Plumbing(Protocol):
     async def _rowcount(self, sql: str, params: Params) -> int: ...
 
 
-def _wait_params(wait: WaitRecord) -> tuple[object, ...]:
-    return (
-        wait.wait_id,
-        wait.run_id,
-        wait.kind.value,
-        wait.event_name,
-        wait.expression,
-        wait.created_at,
-        wait.expires_at,
-        wait.step_id,
-        wait.step_name,
-        wait.match_from,
-    )
-
-
-def _wait_record(row: Sequence[Any]) -> WaitRecord:
-    return WaitRecord(
-        wait_id=row[0],
-        run_id=row[1],
-        kind=WaitKind(row[2]),
-        event_name=row[3],
-        expression=row[4],
-        created_at=int(row[5]),
-        expires_at=int(row[6]),
-        step_id=row[7],
-        step_name=row[8],
-        match_from=int(row[9]),
-    )
-
-
 class PostgresWaitVerbs:
     async def park_for_wait(self: _Plumbing, item_id: str, owner: str, wait: WaitRecord) -> bool:
-        rows = await self._fetch(_PARK, (wait.expires_at, item_id, owner, *_wait_params(wait)))
+        rows = await self._fetch(_PARK, (wait.expires_at, item_id, owner, *wait_params(wait)))
         return bool(rows[0][0])
 
     async def add_waits(self: _Plumbing, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
             await self._rowcount(
-                f"INSERT INTO waits ({_WAIT_COLUMNS}) VALUES {_VALUES} ON CONFLICT DO NOTHING",
-                _wait_params(wait),
+                f"INSERT INTO waits ({WAIT_COLUMNS}) VALUES {_VALUES} ON CONFLICT DO NOTHING",
+                wait_params(wait),
             )
 
     async def pending_waits(self: _Plumbing, event_name: str, now: Millis) -> list[WaitRecord]:
@@ -110,14 +76,14 @@ class PostgresWaitVerbs:
             " ORDER BY w.created_at, w.wait_id",
             (event_name, now),
         )
-        return [_wait_record(row) for row in rows]
+        return [wait_from_row(row) for row in rows]
 
     async def waits_of_run(self: _Plumbing, run_id: str) -> list[WaitRecord]:
         rows = await self._fetch(
-            f"SELECT {_WAIT_COLUMNS} FROM waits WHERE run_id = %s ORDER BY created_at, wait_id",
+            f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = %s ORDER BY created_at, wait_id",
             (run_id,),
         )
-        return [_wait_record(row) for row in rows]
+        return [wait_from_row(row) for row in rows]
 
     async def resolve_step_wait(
         self: _Plumbing, wait_id: str, step: StepRecord, now: Millis

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from headwater.protocol.ids import new_ulid
-from headwater.store.runs import NewRun, RunRecord, RunStatus
+from headwater.store.runs import NewRun, RunRecord, RunStatus, WaitKind, WaitRecord
 
 #: The reason of a run skipped because its idempotency key is held (Inngest's wording).
 DUPLICATE_REASON: Final = "duplicate event id"
@@ -83,3 +83,42 @@ def require_final(status: RunStatus) -> None:
     """`finish_run` only sets final statuses: a Queued or Running "finish" is a caller's bug."""
     if not status.is_final:
         raise ValueError(f"finish_run needs a final status, not {status.value}")
+
+
+#: The columns of `waits`, in the order of `wait_params` and `wait_from_row`.
+WAIT_COLUMNS: Final = (
+    "wait_id, run_id, kind, event_name, expression, created_at, expires_at, step_id, step_name,"
+    " match_from"
+)
+
+
+def wait_params(wait: WaitRecord) -> tuple[object, ...]:
+    """A wait's values in `WAIT_COLUMNS` order, for either dialect's INSERT."""
+    return (
+        wait.wait_id,
+        wait.run_id,
+        wait.kind.value,
+        wait.event_name,
+        wait.expression,
+        wait.created_at,
+        wait.expires_at,
+        wait.step_id,
+        wait.step_name,
+        wait.match_from,
+    )
+
+
+def wait_from_row(row: Sequence[Any]) -> WaitRecord:
+    """A wait read back in `WAIT_COLUMNS` order."""
+    return WaitRecord(
+        wait_id=row[0],
+        run_id=row[1],
+        kind=WaitKind(row[2]),
+        event_name=row[3],
+        expression=row[4],
+        created_at=int(row[5]),
+        expires_at=int(row[6]),
+        step_id=row[7],
+        step_name=row[8],
+        match_from=int(row[9]),
+    )

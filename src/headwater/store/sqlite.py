@@ -338,24 +338,8 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs, SQLiteAppVerbs):
         return await self._read(select)
 
     async def list_events(self, query: EventQuery) -> list[EventRecord]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if query.before_id is not None:
-            clauses.append("internal_id < ?")
-            params.append(query.before_id)
-        if query.name is not None:
-            clauses.append("name = ?")
-            params.append(query.name)
-        elif not query.include_system:
-            clauses.append("name NOT LIKE 'inngest/%'")
-        if query.received_after is not None:
-            clauses.append("received_at >= ?")
-            params.append(query.received_after)
-        if query.received_before is not None:
-            clauses.append("received_at < ?")
-            params.append(query.received_before)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY internal_id DESC LIMIT ?"
+        where, params = query.where("?")
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events{where} ORDER BY internal_id DESC LIMIT ?"
         params.append(query.limit)
 
         def select(connection: sqlite3.Connection) -> list[EventRecord]:

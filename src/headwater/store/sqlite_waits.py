@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
-from headwater.store.run_rules import ACTIVE_STATUSES
-from headwater.store.runs import RunRecord, StepRecord, WaitKind, WaitRecord
+from headwater.store.run_rules import ACTIVE_STATUSES, WAIT_COLUMNS, wait_from_row, wait_params
+from headwater.store.runs import RunRecord, StepRecord, WaitRecord
 from headwater.store.sqlite_runs import _RECORD_STEP, _RUN_COLUMNS, _event_ids, _run_record
 from headwater.types import Millis
 
 T = TypeVar("T")
 
-_WAIT_COLUMNS: Final = (
-    "wait_id, run_id, kind, event_name, expression, created_at, expires_at, step_id, step_name,"
-    " match_from"
-)
 _INSERT_WAIT: Final = (
-    f"INSERT INTO waits ({_WAIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+    f"INSERT INTO waits ({WAIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
 )
-_QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in _WAIT_COLUMNS.split(","))
+_QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in WAIT_COLUMNS.split(","))
 _ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 
 
@@ -29,36 +25,6 @@ class _Plumbing(Protocol):
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
-
-
-def _wait_row(wait: WaitRecord) -> tuple[object, ...]:
-    return (
-        wait.wait_id,
-        wait.run_id,
-        wait.kind.value,
-        wait.event_name,
-        wait.expression,
-        wait.created_at,
-        wait.expires_at,
-        wait.step_id,
-        wait.step_name,
-        wait.match_from,
-    )
-
-
-def _wait_record(row: Sequence[Any]) -> WaitRecord:
-    return WaitRecord(
-        wait_id=row[0],
-        run_id=row[1],
-        kind=WaitKind(row[2]),
-        event_name=row[3],
-        expression=row[4],
-        created_at=row[5],
-        expires_at=row[6],
-        step_id=row[7],
-        step_name=row[8],
-        match_from=row[9],
-    )
 
 
 class SQLiteWaitVerbs:
@@ -71,13 +37,13 @@ class SQLiteWaitVerbs:
             )
             if cursor.rowcount != 1:
                 return False
-            connection.execute(_INSERT_WAIT, _wait_row(wait))
+            connection.execute(_INSERT_WAIT, wait_params(wait))
             return True
 
         return await self._write(park)
 
     async def add_waits(self: _Plumbing, waits: Sequence[WaitRecord]) -> None:
-        rows = [_wait_row(wait) for wait in waits]
+        rows = [wait_params(wait) for wait in waits]
         if rows:
             await self._write(lambda connection: connection.executemany(_INSERT_WAIT, rows))
 
@@ -89,17 +55,17 @@ class SQLiteWaitVerbs:
                 " ORDER BY w.created_at, w.wait_id",
                 (event_name, now),
             )
-            return [_wait_record(row) for row in rows]
+            return [wait_from_row(row) for row in rows]
 
         return await self._read(select)
 
     async def waits_of_run(self: _Plumbing, run_id: str) -> list[WaitRecord]:
         def select(connection: sqlite3.Connection) -> list[WaitRecord]:
             rows = connection.execute(
-                f"SELECT {_WAIT_COLUMNS} FROM waits WHERE run_id = ? ORDER BY created_at, wait_id",
+                f"SELECT {WAIT_COLUMNS} FROM waits WHERE run_id = ? ORDER BY created_at, wait_id",
                 (run_id,),
             )
-            return [_wait_record(row) for row in rows]
+            return [wait_from_row(row) for row in rows]
 
         return await self._read(select)
 

@@ -21,10 +21,7 @@ Never sent: `ctx.fn_id` and `ctx.qi_id`. Their presence switches the TS SDK v4 t
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
-import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -36,6 +33,7 @@ import httpx
 import orjson
 import rfc8785
 
+from headwater.clock import now_ms
 from headwater.protocol.steps import (
     CallRequest,
     CallResponse,
@@ -45,6 +43,7 @@ from headwater.protocol.steps import (
 )
 from headwater.sdk.execution import Checkpoint, EventSender
 from headwater.sdk.functions import FunctionDefinition
+from headwater.sdk.signatures import sign
 from headwater.types import JSON, JSONObject
 
 log = logging.getLogger("headwater.drivers.http")
@@ -58,15 +57,9 @@ MAX_CALLS_PER_EXECUTION: Final = 200
 #: `Retry-After` is clamped to [now + 1 s, now + 24 h] (PROTOCOL §3.1).
 _RETRY_AFTER_MIN_MS: Final = 1_000
 _RETRY_AFTER_MAX_MS: Final = 86_400_000
-#: `signkey-<env>-`, dropped from the key before signing (the engine cannot import server/auth).
-_SIGNING_PREFIX: Final = re.compile(r"^signkey-\w+-")
 DISCOVERY_STEP: Final = "step"
 UNKNOWN_REQUEST_VERSION: Final = -1
 SDK_REQUEST_VERSION: Final = 2
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # -- the request ---------------------------------------------------------------------------------
@@ -138,10 +131,7 @@ def canonical_json(body: JSON) -> bytes:
 def signature(body: bytes, signing_key: str, at_seconds: int | None = None) -> str:
     """`t=<unix seconds>&s=<hex HMAC-SHA256(key, body || t)>`, the key without `signkey-<env>-`,
     used as UTF-8 bytes as the SDKs do (PROTOCOL §3.6)."""
-    stamp = int(time.time()) if at_seconds is None else at_seconds
-    key = _SIGNING_PREFIX.sub("", signing_key.strip()).encode()
-    mac = hmac.new(key, body + str(stamp).encode(), hashlib.sha256).hexdigest()
-    return f"t={stamp}&s={mac}"
+    return sign(body, signing_key, int(time.time()) if at_seconds is None else at_seconds)
 
 
 def call_url(function_url: str, slug: str, step_id: str) -> str:
