@@ -17,6 +17,15 @@ from headwater.errors import (
 )
 from headwater.protocol.events import Event, EventLimits
 from headwater.sdk import Headwater, SendResult
+from headwater.sdk.flow_options import (
+    Batch,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 
 try:
     __version__ = version("headwater")
@@ -24,15 +33,22 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "Batch",
+    "Concurrency",
     "ConfigurationError",
+    "Debounce",
     "Event",
     "EventLimits",
     "EventValidationError",
     "Headwater",
     "HeadwaterError",
+    "Priority",
+    "RateLimit",
     "SendError",
     "SendFailedError",
     "SendRejectedError",
     "SendResult",
+    "Singleton",
+    "Throttle",
     "__version__",
 ]

@@ -10,16 +10,23 @@ import headwater
 
 def test_public_names_are_pinned() -> None:
     assert sorted(headwater.__all__) == [
+        "Batch",
+        "Concurrency",
         "ConfigurationError",
+        "Debounce",
         "Event",
         "EventLimits",
         "EventValidationError",
         "Headwater",
         "HeadwaterError",
+        "Priority",
+        "RateLimit",
         "SendError",
         "SendFailedError",
         "SendRejectedError",
         "SendResult",
+        "Singleton",
+        "Throttle",
         "__version__",
     ]
     for name in headwater.__all__:

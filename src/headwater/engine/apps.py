@@ -2,9 +2,9 @@
 parsed into `FunctionDefinition`s the engine runs through the HTTP driver.
 
 Both SDKs' spellings are accepted (`appName`/`appname`, `deployType`/`deploy_type`), and so are
-`null`, missing and empty optional fields. Options the engine does not enforce yet (concurrency,
-throttle, rate limit, debounce, batching, priority, idempotency, singleton) are checked for their
-JSON type only and kept in the stored config, so a later engine can honour them without a re-sync.
+`null`, missing and empty optional fields. Every option is checked for its
+JSON type and kept in the stored config; `checkpoint` is accepted and ignored (the engine never
+enables TS checkpointing, PROTOCOL §3.9). The flow-control options are parsed and enforced.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import orjson
 
 from headwater.errors import FunctionDefinitionError
 from headwater.protocol.durations import parse_duration_ms
+from headwater.sdk.flow_options import NO_OPTIONS, flow_options_from_wire
 from headwater.sdk.functions import (
     DEFAULT_RETRIES,
     MAX_RETRIES,
@@ -37,8 +38,8 @@ from headwater.types import JSONObject
 _APP_NAMESPACE: Final = uuid.UUID("6f1d3c52-8d0a-4c36-9a57-4c0a8f1e2b11")
 #: Fields that change on every sync without changing the app (ignored by the checksum).
 _VOLATILE_FIELDS: Final = ("deployId", "deploy_id", "idempotencyKey")
-#: Flow-control options accepted but not enforced yet, with the JSON types each may take.
-_KEPT_OPTIONS: Final[Mapping[str, tuple[type, ...]]] = {
+#: The JSON types each option may take (checked before the options are parsed).
+_OPTION_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "concurrency": (int, list, dict),
     "throttle": (dict,),
     "rateLimit": (dict,),
@@ -146,11 +147,12 @@ def function_from_config(app_id: str, config: Any) -> FunctionDefinition:
         # Both SDKs send "<app id>-<function id>"; run records, invokes and `fnId` use it.
         raise FunctionDefinitionError(f"the id must look like {prefix}<function id>")
     url, retries = _step(config.get("steps"))
-    for option, types in _KEPT_OPTIONS.items():
+    for option, types in _OPTION_TYPES.items():
         value = config.get(option)
         if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
             raise FunctionDefinitionError(f"{option} has the wrong type ({type(value).__name__})")
     name = config.get("name")
+    flow = flow_options_from_wire(config)
     definition = define_function(
         app_id,
         _remote_handler,
@@ -160,6 +162,7 @@ def function_from_config(app_id: str, config: Any) -> FunctionDefinition:
         retries=retries,
         cancel_on=_cancels(config.get("cancel")),
         timeouts=_timeouts(config.get("timeouts")),
+        flow=None if flow == NO_OPTIONS else flow,
     )
     return dataclasses.replace(definition, url=url)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from headwater.engine.flow_planning import plan_flow
 from headwater.engine.registry import FunctionRegistry
 from headwater.protocol.events import NormalizedEvent
 from headwater.protocol.ids import new_ulid
@@ -41,19 +42,23 @@ class RunPlanner:
             return []
         runs: list[NewRun] = []
         for record, event in zip(records, events, strict=True):
-            functions = self.registry.triggered_by(event_wire(record, event))
+            wire = event_wire(record, event)
+            functions = self.registry.triggered_by(wire)
             for definition in functions:
-                # Only a sender's own id deduplicates: the internal id is unique anyway.
-                key = event.id
+                planned = plan_flow(definition, wire, now)
+                # Only a sender's own id deduplicates (the internal id is unique anyway), unless
+                # the function's `idempotency` expression names the key.
+                key = planned.idempotency_key or event.id
                 runs.append(
                     NewRun(
                         run_id=new_ulid(),
                         function_id=definition.slug,
                         event_ids=(record.internal_id,),
                         created_at=now,
-                        start_at=max(now, event.ts),
+                        start_at=max(now, event.ts) + planned.delay_ms,
                         idempotency_key=key,
                         idempotency_expires_at=now + IDEMPOTENCY_WINDOW_MS if key else None,
+                        flow=planned.flow,
                     )
                 )
         return runs

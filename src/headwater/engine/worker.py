@@ -20,6 +20,9 @@ log = logging.getLogger("headwater.worker")
 
 #: With no due time known, look again this often (work enqueued by another process).
 _FALLBACK_POLL_S: Final = 5.0
+#: Items are due but flow control holds them back (their concurrency keys are at their limits):
+#: a slot freed here wakes the worker at once; this poll finds slots freed by other processes.
+_BLOCKED_POLL_S: Final = 0.25
 
 
 class Worker:
@@ -41,6 +44,8 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        #: The `now` of the latest claim: an item due after it may simply not have been due yet.
+        self._claimed_at = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -77,7 +82,8 @@ class Worker:
         free = self.concurrency - len(self._running)
         if free <= 0:
             return 0
-        items = await self.store.claim_due(self.owner, now_ms(), self.lease_ms, free)
+        self._claimed_at = now_ms()
+        items = await self.store.claim_due(self.owner, self._claimed_at, self.lease_ms, free)
         for item in items:
             task = asyncio.create_task(self._run(item), name=f"run-{item.run_id}")
             self._running.add(task)
@@ -100,6 +106,10 @@ class Worker:
         if len(self._running) < self.concurrency:
             due = await self.store.next_due_at()
             if due is not None:
-                timeout = min(timeout, max(0.0, (due - now_ms()) / 1000))
+                # Called after a claim that took nothing: an item that was due by then is held
+                # back by flow control, and claiming again at once would only spin.
+                wait = max(0.0, (due - now_ms()) / 1000)
+                held_back = due <= self._claimed_at
+                timeout = min(timeout, _BLOCKED_POLL_S if held_back else wait)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)

@@ -25,6 +25,17 @@ import httpx
 from headwater.errors import ConfigurationError, FunctionDefinitionError
 from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
 from headwater.sdk.config import ClientConfig, resolve_config
+from headwater.sdk.flow_options import (
+    NO_OPTIONS,
+    Batch,
+    Concurrency,
+    Debounce,
+    FlowOptions,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 from headwater.sdk.functions import (
     DEFAULT_RETRIES,
     CancelOn,
@@ -157,10 +168,39 @@ class Headwater:
         cancel_on: Sequence[CancelOn] = (),
         timeouts: Timeouts | None = None,
         on_failure: Callable[..., Any] | None = None,
+        concurrency: int | Concurrency | Sequence[Concurrency] = (),
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch: Batch | None = None,
+        priority: Priority | str | None = None,
+        singleton: Singleton | None = None,
+        idempotency: str | None = None,
     ) -> Callable[[Callable[..., Any]], FunctionDefinition]:
         """Define a durable function of this app. `async def f(ctx: Context)` or
-        `def f(ctx: ContextSync)`; with no trigger it runs only when invoked."""
+        `def f(ctx: ContextSync)`; with no trigger it runs only when invoked.
+
+        Flow control: `concurrency` (a limit, or up to two `Concurrency` rules), `throttle`,
+        `rate_limit`, `debounce`, `batch` (the run gets `ctx.events`), `priority` (an expression
+        giving seconds, or a `Priority`), `singleton`, `idempotency` (an expression whose value
+        deduplicates runs for 24 hours)."""
         all_triggers = [*([trigger] if trigger is not None else []), *triggers]
+        if isinstance(concurrency, int):
+            limits: tuple[Concurrency, ...] = (Concurrency(concurrency),)
+        elif isinstance(concurrency, Concurrency):
+            limits = (concurrency,)
+        else:
+            limits = tuple(concurrency)
+        flow = FlowOptions(
+            concurrency=limits,
+            throttle=throttle,
+            rate_limit=rate_limit,
+            debounce=debounce,
+            batch=batch,
+            priority=Priority(priority) if isinstance(priority, str) else priority,
+            singleton=singleton,
+            idempotency=idempotency,
+        )
 
         def register(handler: Callable[..., Any]) -> FunctionDefinition:
             definition = define_function(
@@ -172,6 +212,7 @@ class Headwater:
                 retries=retries,
                 cancel_on=cancel_on,
                 timeouts=timeouts,
+                flow=None if flow == NO_OPTIONS else flow,
             )
             if id in self._functions:
                 raise FunctionDefinitionError(f"app {self.app_id!r} already has a function {id!r}")

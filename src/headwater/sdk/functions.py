@@ -19,6 +19,7 @@ from headwater.types import JSON
 
 if TYPE_CHECKING:
     from headwater.sdk.context import Context, ContextSync
+    from headwater.sdk.flow_options import FlowOptions
 
 MAX_TRIGGERS: Final = 10
 MAX_RETRIES: Final = 20
@@ -59,7 +60,7 @@ class EventTrigger:
                 "'/*' or '.*' (a wildcard may only follow '/' or '.')"
             )
         if self.if_ is not None:
-            _check_expression(self.if_, f"the `if` of trigger {self.event!r}")
+            check_expression(self.if_, f"the `if` of trigger {self.event!r}")
 
     def matches_name(self, name: str) -> bool:
         if self.event.endswith("*"):
@@ -107,7 +108,7 @@ class CancelOn:
                 f"cancel match {self.match!r} must be a dotted field path such as data.accountId"
             )
         if self.if_ is not None:
-            _check_expression(self.if_, f"the `if` of cancel event {self.event!r}")
+            check_expression(self.if_, f"the `if` of cancel event {self.event!r}")
 
     @property
     def expression(self) -> str | None:
@@ -119,10 +120,7 @@ class CancelOn:
     def timeout_ms(self) -> int:
         if self.timeout is None:
             return MAX_CANCEL_MS
-        seconds = (
-            self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else self.timeout
-        )
-        return min(MAX_CANCEL_MS, int(seconds * 1000))
+        return min(MAX_CANCEL_MS, int(seconds_of(self.timeout) * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,19 +134,19 @@ class Timeouts:
     def __post_init__(self) -> None:
         for name in ("start", "finish"):
             value = getattr(self, name)
-            if value is not None and _seconds(value) <= 0:
+            if value is not None and seconds_of(value) <= 0:
                 raise FunctionDefinitionError(f"timeouts.{name} must be positive, got {value!r}")
 
     @property
     def start_ms(self) -> int | None:
-        return None if self.start is None else int(_seconds(self.start) * 1000)
+        return None if self.start is None else int(seconds_of(self.start) * 1000)
 
     @property
     def finish_ms(self) -> int | None:
-        return None if self.finish is None else int(_seconds(self.finish) * 1000)
+        return None if self.finish is None else int(seconds_of(self.finish) * 1000)
 
 
-def _seconds(value: timedelta | float) -> float:
+def seconds_of(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
@@ -175,6 +173,8 @@ class FunctionDefinition:
     #: synced through POST /fn/register, whose `handler` is only a placeholder); None for a
     #: function run in this process.
     url: str | None = None
+    #: Concurrency, throttle, rate limit, debounce, batching, priority, singleton, idempotency.
+    flow: FlowOptions | None = None
 
     @property
     def slug(self) -> str:
@@ -204,6 +204,7 @@ def define_function(
     retries: int = DEFAULT_RETRIES,
     cancel_on: Sequence[CancelOn] = (),
     timeouts: Timeouts | None = None,
+    flow: FlowOptions | None = None,
 ) -> FunctionDefinition:
     if not _FUNCTION_ID.match(id):
         raise FunctionDefinitionError(
@@ -225,6 +226,10 @@ def define_function(
         )
     if not callable(handler):
         raise FunctionDefinitionError(f"function {id!r}: the handler is not callable")
+    if flow is not None and flow.batch is not None and cancel_on:
+        raise FunctionDefinitionError(
+            f"function {id!r}: batching cannot be combined with cancel_on"
+        )
     return FunctionDefinition(
         app_id=app_id,
         id=id,
@@ -235,10 +240,11 @@ def define_function(
         is_async=inspect.iscoroutinefunction(handler),
         cancel_on=tuple(cancel_on),
         timeouts=timeouts,
+        flow=flow,
     )
 
 
-def _check_expression(source: str, where: str) -> None:
+def check_expression(source: str, where: str) -> None:
     try:
         from headwater.expr import compile_expression
     except ImportError:  # the client-only install has no CEL engine; the server checks it

@@ -60,6 +60,8 @@ def function_config(definition: FunctionDefinition, serve_url: str) -> JSONObjec
         if timeouts.finish is not None:
             limits["finish"] = format_duration(timeouts.finish)
         config["timeouts"] = limits
+    if definition.flow is not None:
+        config.update(definition.flow.to_wire())
     return config
 
 

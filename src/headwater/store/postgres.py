@@ -38,7 +38,12 @@ from headwater.errors import ConfigurationError, MigrationError, StoreError
 from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
 from headwater.store.postgres_apps import PostgresAppVerbs
-from headwater.store.postgres_runs import PostgresRunVerbs, append_with_runs_sql, run_batch_params
+from headwater.store.postgres_runs import (
+    PostgresRunVerbs,
+    append_with_flow_runs,
+    append_with_runs_sql,
+    run_batch_params,
+)
 from headwater.store.postgres_waits import PostgresWaitVerbs
 from headwater.store.run_rules import plan_runs
 from headwater.store.runs import NewRun
@@ -303,6 +308,12 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs, PostgresAppVerbs):
         if not planned:
             return await self._appends.append(events)
         params = _event_params(events)
+        if any(plan.run.flow.needs_creation_state for plan in planned):
+            return await self._run(
+                lambda connection: append_with_flow_runs(
+                    connection, _INSERT_EVENTS, params, planned
+                )
+            )
         rows = await self._fetch(_APPEND_WITH_RUNS, params | run_batch_params(planned))
         return int(rows[0][0])
 

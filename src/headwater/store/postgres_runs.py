@@ -19,11 +19,15 @@ statement whole; `_run` retries it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
+from psycopg import AsyncConnection
 from psycopg.abc import Params
 
+from headwater.store import flow_programs
+from headwater.store.flow_programs import Program, Rows
+from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
 from headwater.store.run_rules import (
     ACTIVE_STATUSES,
     DUPLICATE_REASON,
@@ -34,6 +38,9 @@ from headwater.store.run_rules import (
 )
 from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord
 from headwater.types import Millis
+
+T = TypeVar("T")
+Connection = AsyncConnection[tuple[Any, ...]]
 
 _ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 _QUEUED: Final = RunStatus.QUEUED.value
@@ -68,9 +75,13 @@ batch AS MATERIALIZED (
     SELECT * FROM unnest(
         %(run_id)b::text[], %(function_id)b::text[], %(created_at)b::int8[],
         %(start_at)b::int8[], %(key)b::text[], %(expires_at)b::int8[],
-        %(duplicate)b::bool[], %(item_id)b::text[]
+        %(duplicate)b::bool[], %(item_id)b::text[],
+        %(priority_ms)b::int8[], %(ckey1)b::text[], %(climit1)b::int4[], %(ckey2)b::text[],
+        %(climit2)b::int4[], %(throttle_key)b::text[], %(throttle_limit)b::int4[],
+        %(throttle_period_ms)b::int8[], %(throttle_burst)b::int4[], %(start_deadline)b::int8[]
     ) WITH ORDINALITY
-      AS b(run_id, function_id, created_at, start_at, key, expires_at, duplicate, item_id, ord)
+      AS b(run_id, function_id, created_at, start_at, key, expires_at, duplicate, item_id,
+           {QUEUE_FLOW_COLUMNS}, ord)
     {gate}
 ), claimed AS (
     INSERT INTO idempotency_keys AS k (function_id, key, run_id, created_at, expires_at)
@@ -103,8 +114,8 @@ batch AS MATERIALIZED (
       AS l(run_id, position, event_id)
     WHERE l.run_id IN (SELECT run_id FROM inserted)
 ), queued AS (
-    INSERT INTO queue (item_id, run_id, due_at, attempt)
-    SELECT item_id, run_id, start_at, 0 FROM decided
+    INSERT INTO queue (item_id, run_id, due_at, attempt, {QUEUE_FLOW_COLUMNS})
+    SELECT item_id, run_id, start_at, 0, {QUEUE_FLOW_COLUMNS} FROM decided
     WHERE status = '{_QUEUED}' AND run_id IN (SELECT run_id FROM inserted)
 )"""
 
@@ -133,7 +144,10 @@ SELECT count(*) FROM new_events
 def run_batch_params(planned: Sequence[PlannedRun]) -> dict[str, Any]:
     """The arrays (binary `%b` parameters) of `_create_runs_ctes` for a planned batch."""
     runs = [plan.run for plan in planned]
+    flow_columns = [column.strip() for column in QUEUE_FLOW_COLUMNS.split(",")]
+    flow_rows = [queue_flow_values(run.flow) for run in runs]
     return {
+        **{column: [row[i] for row in flow_rows] for i, column in enumerate(flow_columns)},
         "run_id": [run.run_id for run in runs],
         "function_id": [run.function_id for run in runs],
         "created_at": [run.created_at for run in runs],
@@ -149,23 +163,38 @@ def run_batch_params(planned: Sequence[PlannedRun]) -> dict[str, Any]:
     }
 
 
-_CLAIM_DUE: Final = f"""
-WITH due AS MATERIALIZED (
-    SELECT item_id FROM queue
-    WHERE due_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)
-    ORDER BY due_at, item_id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE queue AS q SET lease_owner = %(owner)s, lease_until = %(lease_until)s
-    FROM due WHERE q.item_id = due.item_id
-    RETURNING q.item_id, q.run_id, q.due_at, q.attempt
-), started AS (
-    UPDATE runs SET status = '{_RUNNING}', started_at = %(now)s
-    WHERE run_id IN (SELECT run_id FROM claimed) AND status = '{_QUEUED}'
-)
-SELECT item_id, run_id, due_at, attempt FROM claimed ORDER BY due_at, item_id
-"""
+#: The key of the advisory lock that serialises flow-controlled decisions across processes:
+#: claims (concurrency counts and throttles must see every other claim) and the creation of runs
+#: under rate limits, singletons and groups. b"HWFLOW01" as a signed 64-bit integer.
+FLOW_LOCK_KEY: Final = int.from_bytes(b"HWFLOW01", "big", signed=True)
+
+
+async def run_program(connection: Connection, program: Program[T]) -> T:
+    """Run a flow program (flow_programs.py) on `connection`, inside the caller's transaction."""
+    try:
+        statement = next(program)
+        while True:
+            text = statement.text.replace("?", "%s")
+            rows: Rows = []
+            if statement.many:
+                async with connection.cursor() as cursor:
+                    await cursor.executemany(text, statement.params)
+            else:
+                cursor = await connection.execute(text, statement.params)
+                if cursor.description is not None:
+                    rows = await cursor.fetchall()
+            statement = program.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def run_locked(connection: Connection, program: Program[T]) -> T:
+    """Run a flow program in its own transaction, holding the flow lock."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (FLOW_LOCK_KEY,))
+        return await run_program(connection, program)
+
 
 #: The earliest time an item becomes claimable: the first unleased due time, or a leased item's
 #: lease end (an expired one is in the past: due now). Only leased items due no later than the
@@ -213,6 +242,8 @@ SELECT count(*) FROM finished
 class _Plumbing(Protocol):
     """What the mixin needs from `PostgresStore`."""
 
+    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T: ...
+
     async def _fetch(self, sql: str, params: Params) -> list[tuple[Any, ...]]: ...
 
     async def _rowcount(self, sql: str, params: Params) -> int: ...
@@ -222,27 +253,22 @@ class PostgresRunVerbs:
     """The `Store` verbs for runs, steps and the queue (see base.py for their contracts)."""
 
     async def create_runs(self: _Plumbing, runs: Sequence[NewRun]) -> list[RunRecord]:
-        """One statement for the whole batch. A run whose id is already stored (a retried create)
-        is left as it is and its stored record returned."""
+        """One statement for the whole batch, unless some run's flow control needs state (rate
+        limit, singleton, debounce, batching): then one transaction holding the flow lock. A run
+        whose id is already stored (a retried create) is left as it is and its stored record
+        returned."""
         if not runs:
             return []
         planned = plan_runs(runs)
-        rows = await self._fetch(_CREATE_RUNS, run_batch_params(planned))
-        decided = list(zip(planned, rows, strict=True))
-        # Runs already stored (a retried create): read what the first attempt stored. Rare, so a
-        # second statement then rather than a costlier first one always.
-        retried = [plan.run.run_id for plan, (_, created) in decided if not created]
-        stored: dict[str, RunRecord] = {}
-        if retried:
-            rows = await self._fetch(
-                f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.run_id = ANY(%b::text[])",
-                (retried,),
-            )
-            stored = {row[0]: _run_record(row) for row in rows}
-        return [
-            new_run_record(plan.run, RunStatus(status)) if created else stored[plan.run.run_id]
-            for plan, (status, created) in decided
-        ]
+        if any(plan.run.flow.needs_creation_state for plan in planned):
+
+            async def create_locked(connection: Connection) -> list[RunRecord]:
+                async with connection.transaction():
+                    await connection.execute("SELECT pg_advisory_xact_lock(%s)", (FLOW_LOCK_KEY,))
+                    return await create_with_flow(connection, planned)
+
+            return await self._run(create_locked)
+        return await self._run(lambda connection: create_plain_runs(connection, planned))
 
     async def get_run(self: _Plumbing, run_id: str) -> RunRecord | None:
         rows = await self._fetch(
@@ -277,11 +303,11 @@ class PostgresRunVerbs:
         if limit <= 0:  # PostgreSQL refuses a negative LIMIT
             return []
         lease_until = now + lease_ms
-        rows = await self._fetch(
-            _CLAIM_DUE,
-            {"now": now, "limit": limit, "owner": owner, "lease_until": lease_until},
-        )
-        return [QueueItem(row[0], row[1], row[2], row[3], owner, lease_until) for row in rows]
+
+        async def claim(connection: Connection) -> list[QueueItem]:
+            return await run_locked(connection, flow_programs.claim(owner, now, lease_until, limit))
+
+        return await self._run(claim)
 
     async def next_due_at(self: _Plumbing) -> Millis | None:
         rows = await self._fetch(_NEXT_DUE_AT, ())
@@ -383,3 +409,70 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         error_json=row[7].encode() if row[7] is not None else None,
         reason=row[8],
     )
+
+
+async def create_plain_runs(
+    connection: Connection, planned: Sequence[PlannedRun]
+) -> list[RunRecord]:
+    """Create runs without stateful flow control in one statement (`_CREATE_RUNS`)."""
+    cursor = await connection.execute(_CREATE_RUNS, run_batch_params(planned))
+    rows = await cursor.fetchall()
+    decided = list(zip(planned, rows, strict=True))
+    # Runs already stored (a retried create): read what the first attempt stored. Rare, so a
+    # second statement then rather than a costlier first one always.
+    retried = [plan.run.run_id for plan, (_, created) in decided if not created]
+    stored = await _select_runs(connection, retried) if retried else {}
+    return [
+        new_run_record(plan.run, RunStatus(status)) if created else stored[plan.run.run_id]
+        for plan, (status, created) in decided
+    ]
+
+
+async def create_with_flow(
+    connection: Connection, planned: Sequence[PlannedRun]
+) -> list[RunRecord]:
+    """Create a batch in which some runs need flow state, inside the caller's transaction that
+    holds the flow lock: the others in one statement, then these one by one, in input order (a
+    rate limit or a group sees the earlier runs of the batch)."""
+    plain = [plan for plan in planned if not plan.run.flow.needs_creation_state]
+    records = dict(
+        zip(
+            (plan.run.run_id for plan in plain),
+            await create_plain_runs(connection, plain) if plain else [],
+            strict=True,
+        )
+    )
+    read_back: dict[str, str] = {}
+    for plan in planned:
+        if not plan.run.flow.needs_creation_state:
+            continue
+        created = await run_program(connection, flow_programs.create_flow_run(plan))
+        if isinstance(created, RunRecord):
+            records[plan.run.run_id] = created
+        else:
+            read_back[plan.run.run_id] = created
+    if read_back:
+        stored = await _select_runs(connection, list(set(read_back.values())))
+        records.update({run_id: stored[other] for run_id, other in read_back.items()})
+    return [records[plan.run.run_id] for plan in planned]
+
+
+async def append_with_flow_runs(
+    connection: Connection, insert_events: str, event_params: Params, planned: Sequence[PlannedRun]
+) -> int:
+    """Store events and the runs they start in one transaction holding the flow lock; the runs
+    only if at least one event was new (a seeded retry starts no runs again)."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (FLOW_LOCK_KEY,))
+        cursor = await connection.execute(insert_events, event_params)
+        new = max(cursor.rowcount, 0)
+        if new:
+            await create_with_flow(connection, planned)
+        return new
+
+
+async def _select_runs(connection: Connection, run_ids: list[str]) -> dict[str, RunRecord]:
+    cursor = await connection.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.run_id = ANY(%b::text[])", (run_ids,)
+    )
+    return {row[0]: _run_record(row) for row in await cursor.fetchall()}

@@ -57,9 +57,9 @@ def plan_runs(runs: Sequence[NewRun]) -> list[PlannedRun]:
     return planned
 
 
-def new_run_record(run: NewRun, status: RunStatus) -> RunRecord:
-    """The record of a run this call created: Queued, or Skipped as a duplicate (which is final at
-    once, so it ends when it is created)."""
+def new_run_record(run: NewRun, status: RunStatus, reason: str | None = None) -> RunRecord:
+    """The record of a run this call created: Queued, or Skipped (a duplicate unless `reason`
+    says otherwise), which is final at once, so it ends when it is created."""
     if status is RunStatus.SKIPPED:
         return RunRecord(
             run_id=run.run_id,
@@ -68,7 +68,7 @@ def new_run_record(run: NewRun, status: RunStatus) -> RunRecord:
             event_ids=run.event_ids,
             created_at=run.created_at,
             ended_at=run.created_at,
-            reason=DUPLICATE_REASON,
+            reason=reason or DUPLICATE_REASON,
         )
     return RunRecord(
         run_id=run.run_id,

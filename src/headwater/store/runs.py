@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from headwater.flow.rules import NO_FLOW, RunFlow
 from headwater.types import Millis
 
 
@@ -45,6 +46,8 @@ class NewRun:
     idempotency_key: str | None = None
     #: Until when the key blocks later runs of the same function (24 h after creation).
     idempotency_expires_at: Millis | None = None
+    #: What flow control enforces for this run (keys already evaluated).
+    flow: RunFlow = NO_FLOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
+from headwater.store import flow_programs
+from headwater.store.flow_programs import Program, Rows
+from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
 from headwater.store.run_rules import (
     ACTIVE_STATUSES,
     PlannedRun,
@@ -129,24 +132,7 @@ class SQLiteRunVerbs:
         lease_until = now + lease_ms
 
         def claim(connection: sqlite3.Connection) -> list[QueueItem]:
-            rows = connection.execute(
-                "SELECT item_id, run_id, due_at, attempt FROM queue"
-                " WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
-                " ORDER BY due_at, item_id LIMIT ?",
-                (now, now, limit),
-            ).fetchall()
-            connection.executemany(
-                "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE item_id = ?",
-                [(owner, lease_until, row[0]) for row in rows],
-            )
-            connection.executemany(
-                "UPDATE runs SET status = ?, started_at = ? WHERE run_id = ? AND status = ?",
-                [
-                    (RunStatus.RUNNING.value, now, run_id, RunStatus.QUEUED.value)
-                    for run_id in dict.fromkeys(row[1] for row in rows)
-                ],
-            )
-            return [QueueItem(row[0], row[1], row[2], row[3], owner, lease_until) for row in rows]
+            return run_program(connection, flow_programs.claim(owner, now, lease_until, limit))
 
         return await self._write(claim)
 
@@ -271,6 +257,13 @@ def create_planned_runs(
 def _create_run(connection: sqlite3.Connection, plan: PlannedRun) -> RunRecord:
     """Store one run of a batch (inside the batch's job): its key, row, event links and item."""
     run = plan.run
+    if run.flow.needs_creation_state:
+        created = run_program(connection, flow_programs.create_flow_run(plan))
+        if isinstance(created, RunRecord):
+            return created
+        stored = _select_run(connection, created)
+        assert stored is not None  # found by the program in this same transaction
+        return stored
     status = RunStatus.SKIPPED if plan.duplicate_in_batch else RunStatus.QUEUED
     if plan.claims_key:
         before = connection.total_changes  # counts an upsert's update as well as an insert
@@ -309,8 +302,9 @@ def _create_run(connection: sqlite3.Connection, plan: PlannedRun) -> RunRecord:
     )
     if status is RunStatus.QUEUED:
         connection.execute(
-            "INSERT INTO queue (item_id, run_id, due_at, attempt) VALUES (?, ?, ?, 0)",
-            (plan.item_id, run.run_id, run.start_at),
+            f"INSERT INTO queue (item_id, run_id, due_at, attempt, {QUEUE_FLOW_COLUMNS})"
+            " VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (plan.item_id, run.run_id, run.start_at, *queue_flow_values(run.flow)),
         )
     return record
 
@@ -345,3 +339,19 @@ def _run_record(row: Sequence[Any], event_ids: tuple[str, ...]) -> RunRecord:
         error_json=row[7].encode() if row[7] is not None else None,
         reason=row[8],
     )
+
+
+def run_program(connection: sqlite3.Connection, program: Program[T]) -> T:
+    """Run a program on SQLite (inside the caller's write job, so one transaction)."""
+    try:
+        statement = next(program)
+        while True:
+            if statement.many:
+                connection.executemany(statement.text, statement.params)
+                rows: Rows = []
+            else:
+                rows = connection.execute(statement.text, statement.params).fetchall()
+            statement = program.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
