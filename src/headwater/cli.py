@@ -378,6 +378,11 @@ def keys_rotate(
     settings = ServerSettings(data_dir=data_dir, db_url=db)
 
     async def run() -> int:
+        if key_file is not None:
+            # Running servers re-read the key file at most this often: until they have, they may
+            # still seal new events with the old key. Sweep only after that, so that when this
+            # command ends no row needs the old key and every server seals with the new one.
+            await asyncio.sleep(KeyFile.RECHECK_SECONDS + 0.25)
         store = open_store(settings.database_url)
         await store.open()
         try:

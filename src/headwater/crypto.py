@@ -223,7 +223,7 @@ class KeyFile:
     server is picked up without a restart.
     """
 
-    _RECHECK_SECONDS = 1.0
+    RECHECK_SECONDS = 1.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -242,7 +242,7 @@ class KeyFile:
 
     def ring(self) -> KeyRing:
         now = time.monotonic()
-        if self._ring is not None and now - self._checked_at < self._RECHECK_SECONDS:
+        if self._ring is not None and now - self._checked_at < self.RECHECK_SECONDS:
             return self._ring
         with self._lock:
             self._checked_at = now

@@ -62,6 +62,8 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadDateError, croniter
 
 from headwater.clock import now_ms
+from headwater.engine.flow_planning import plan_flow
+from headwater.engine.triggers import event_wire
 from headwater.errors import FunctionDefinitionError
 from headwater.protocol.events import NormalizedEvent
 from headwater.protocol.ids import IdSeed, new_ulid
@@ -425,20 +427,24 @@ class CronScheduler:
         Returns False when the tick had already been fired (by another process, or before a
         restart): then nothing new was stored."""
         slug = function.slug
+        timer = timer_event(spec, tick, now)
 
         def runs_for(records: Sequence[EventRecord]) -> list[NewRun]:
+            # Flow control applies to scheduled runs too (e.g. concurrency 1: ticks never overlap).
+            planned = plan_flow(function, event_wire(records[0], timer), now)
             return [
                 NewRun(
                     run_id=new_ulid(),
                     function_id=slug,
                     event_ids=(records[0].internal_id,),
                     created_at=now,
-                    start_at=now,
+                    start_at=now + planned.delay_ms,
+                    flow=planned.flow,
                 )
             ]
 
         new = await self.event_log.append_system(
-            [timer_event(spec, tick, now)], runs_for, seed=tick_seed(slug, tick), received_at=now
+            [timer], runs_for, seed=tick_seed(slug, tick), received_at=now
         )
         # After the append, never before: see "One run per tick" in the module docstring.
         await self.store.claim_cron_tick(slug, tick)

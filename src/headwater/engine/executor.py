@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -20,11 +21,14 @@ import orjson
 from headwater.clock import now_ms
 from headwater.engine.drivers import Driver
 from headwater.engine.event_log import EventLog
+from headwater.engine.flow_planning import plan_flow
 from headwater.engine.outcomes import FINISHED, INVOKED, RunOutcomes
 from headwater.engine.registry import FunctionRegistry
+from headwater.engine.triggers import event_wire
 from headwater.errors import ExpressionError, StepLimitError
 from headwater.expr import compile_expression
 from headwater.flow.retry import RetryPolicy
+from headwater.flow.rules import NO_FLOW
 from headwater.protocol.durations import parse_duration_ms
 from headwater.protocol.events import NormalizedEvent
 from headwater.protocol.ids import IdSeed, new_ulid, ulid_millis
@@ -457,7 +461,14 @@ class Executor:
         )
 
         def callee(records: Sequence[EventRecord]) -> list[NewRun]:
-            return [NewRun(new_ulid(), target, (records[0].internal_id,), now, now)]
+            # The callee's flow control applies to invoked runs too (concurrency, throttle,
+            # priority...), but not grouping: the caller waits for this one run's result.
+            flow = NO_FLOW
+            definition = self.registry.get(target)
+            if definition is not None:
+                wire = event_wire(records[0], invoked)
+                flow = dataclasses.replace(plan_flow(definition, wire, now).flow, group=None)
+            return [NewRun(new_ulid(), target, (records[0].internal_id,), now, now, flow=flow)]
 
         digest = hashlib.sha256(correlation.encode()).digest()
         await self.event_log.append_system(

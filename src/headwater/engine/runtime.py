@@ -234,6 +234,7 @@ class Engine:
             concurrency=self._concurrency,
         )
         self.worker.start()
+        self.store.watch_queue(self._wake)
         refresh = asyncio.create_task(self._refresh_watched_names())
         self._background.add(refresh)
 

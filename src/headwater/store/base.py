@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -134,6 +134,11 @@ class Store(Protocol):
     ) -> list[QueueItem]:
         """Lease up to `limit` items due at `now` (due_at <= now, no live lease), oldest due first.
         A claimed run that was Queued becomes Running (started_at = now)."""
+
+    def watch_queue(self, wake: Callable[[], None]) -> None:
+        """Call `wake` (on the event loop) whenever another process may have made queue work
+        available: new runs, a freed concurrency slot, a resolved wait (PostgreSQL: LISTEN/NOTIFY).
+        A hint for promptness only; the worker's poll finds the work anyway."""
 
     async def next_due_at(self) -> Millis | None:
         """The earliest due time among unleased items (or expired leases), if any."""

@@ -38,6 +38,7 @@ from headwater.errors import ConfigurationError, MigrationError, StoreError
 from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
 from headwater.store.postgres_apps import PostgresAppVerbs
+from headwater.store.postgres_notify import CHANNEL, QueueListener
 from headwater.store.postgres_runs import (
     PostgresRunVerbs,
     append_with_flow_runs,
@@ -175,6 +176,7 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs, PostgresAppVerbs):
         self.url_for_display = redact_url(url)
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._appends = _AppendBatcher(self)
+        self._listeners: list[QueueListener] = []
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -202,7 +204,18 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs, PostgresAppVerbs):
             raise
         self._pool = pool
 
+    def watch_queue(self, wake: Callable[[], None]) -> None:
+        listener = QueueListener(self._conninfo, wake)
+        listener.start()
+        self._listeners.append(listener)
+
+    async def _notify_queue(self) -> None:
+        await self._rowcount(f"NOTIFY {CHANNEL}", ())
+
     async def close(self) -> None:
+        for listener in self._listeners:
+            await listener.stop()
+        self._listeners.clear()
         await self._appends.drain()
         if self._pool is not None:
             pool, self._pool = self._pool, None

@@ -244,6 +244,8 @@ class _Plumbing(Protocol):
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T: ...
 
+    async def _notify_queue(self) -> None: ...
+
     async def _fetch(self, sql: str, params: Params) -> list[tuple[Any, ...]]: ...
 
     async def _rowcount(self, sql: str, params: Params) -> int: ...
@@ -267,8 +269,11 @@ class PostgresRunVerbs:
                     await connection.execute("SELECT pg_advisory_xact_lock(%s)", (FLOW_LOCK_KEY,))
                     return await create_with_flow(connection, planned)
 
-            return await self._run(create_locked)
-        return await self._run(lambda connection: create_plain_runs(connection, planned))
+            records = await self._run(create_locked)
+        else:
+            records = await self._run(lambda connection: create_plain_runs(connection, planned))
+        await self._notify_queue()  # other processes may run these runs
+        return records
 
     async def get_run(self: _Plumbing, run_id: str) -> RunRecord | None:
         rows = await self._fetch(
@@ -341,6 +346,8 @@ class PostgresRunVerbs:
             " WHERE item_id = %s AND lease_owner = %s",
             (due_at, attempt, item_id, owner),
         )
+        if updated:
+            await self._notify_queue()  # a concurrency slot is free again
         return updated == 1
 
     async def finish_run(
@@ -369,7 +376,10 @@ class PostgresRunVerbs:
                 "reason": reason,
             },
         )
-        return bool(rows[0][0])
+        finished = bool(rows[0][0])
+        if finished:
+            await self._notify_queue()  # a concurrency slot is free again
+        return finished
 
     async def extend_lease(self: _Plumbing, item_id: str, owner: str, lease_until: Millis) -> bool:
         updated = await self._rowcount(

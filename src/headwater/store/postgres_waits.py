@@ -56,11 +56,16 @@ class _Plumbing(Protocol):
 
     async def _rowcount(self, sql: str, params: Params) -> int: ...
 
+    async def _notify_queue(self) -> None: ...
+
 
 class PostgresWaitVerbs:
     async def park_for_wait(self: _Plumbing, item_id: str, owner: str, wait: WaitRecord) -> bool:
         rows = await self._fetch(_PARK, (wait.expires_at, item_id, owner, *wait_params(wait)))
-        return bool(rows[0][0])
+        parked = bool(rows[0][0])
+        if parked:
+            await self._notify_queue()  # a concurrency slot is free again
+        return parked
 
     async def add_waits(self: _Plumbing, waits: Sequence[WaitRecord]) -> None:
         for wait in waits:
@@ -103,7 +108,10 @@ class PostgresWaitVerbs:
                 "now": now,
             },
         )
-        return bool(rows[0][0])
+        resolved = bool(rows[0][0])
+        if resolved:
+            await self._notify_queue()  # the run is due now; any process may resume it
+        return resolved
 
     async def delete_wait(self: _Plumbing, wait_id: str) -> bool:
         return await self._rowcount("DELETE FROM waits WHERE wait_id = %s", (wait_id,)) == 1

@@ -302,6 +302,10 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs, SQLiteAppVerbs):
 
     # -- events -------------------------------------------------------------------------------
 
+    def watch_queue(self, wake: Callable[[], None]) -> None:
+        """Nothing to watch: one process owns a SQLite database, and its engine wakes its own
+        worker."""
+
     async def append_events(
         self, events: Sequence[EventRecord], runs: Sequence[NewRun] = ()
     ) -> int:

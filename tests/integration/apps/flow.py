@@ -1,0 +1,155 @@
+"""A test app of flow-controlled functions, run by a real server
+(`headwater dev tests.integration.apps.flow:hw`).
+
+Each function's work is one step that appends `<function> <seq> start|end <epoch ms> <pid>` to the
+file named by FLOW_TRACE around a short sleep, so tests measure what really ran, when, and in which
+process: how many at once, in which order, how far apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from headwater import (
+    Batch,
+    Concurrency,
+    Debounce,
+    Headwater,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
+from headwater.sdk.context import Context
+from headwater.sdk.functions import Timeouts
+
+hw = Headwater(app_id="flow")
+
+
+def trace(function: str, seq: Any, what: str) -> None:
+    with Path(os.environ["FLOW_TRACE"]).open("a") as handle:
+        handle.write(f"{function} {seq} {what} {time.time_ns() // 1_000_000} {os.getpid()}\n")
+
+
+async def work(ctx: Context, function: str, seconds: float | None = None) -> Any:
+    seq = ctx.event.data.get("seq")
+    duration = float(ctx.event.data.get("work", 0.2) if seconds is None else seconds)
+
+    async def body() -> Any:
+        trace(function, seq, "start")
+        await asyncio.sleep(duration)
+        trace(function, seq, "end")
+        return seq
+
+    return await ctx.step.run("work", body)
+
+
+@hw.function(
+    id="per-customer",
+    trigger=hw.on_event("flow/concurrency"),
+    concurrency=Concurrency(2, key="event.data.customer"),
+)
+async def per_customer(ctx: Context) -> Any:
+    return await work(ctx, "per-customer")
+
+
+@hw.function(id="one-at-a-time", trigger=hw.on_event("flow/sleepy"), concurrency=1)
+async def one_at_a_time(ctx: Context) -> Any:
+    """Sleeps between two steps: a sleeping run must not hold the only slot."""
+    seq = ctx.event.data["seq"]
+    await ctx.step.run("before", lambda: trace("sleepy", seq, "before"))
+    await ctx.step.sleep("nap", 1.0)
+    await ctx.step.run("after", lambda: trace("sleepy", seq, "after"))
+    return seq
+
+
+@hw.function(
+    id="throttled",
+    trigger=hw.on_event("flow/throttle"),
+    throttle=Throttle(limit=2, period=1.0),
+)
+async def throttled(ctx: Context) -> Any:
+    return await work(ctx, "throttled", 0.01)
+
+
+@hw.function(
+    id="rate-limited",
+    trigger=hw.on_event("flow/rate"),
+    rate_limit=RateLimit(limit=2, period=60, key="event.data.user"),
+)
+async def rate_limited(ctx: Context) -> Any:
+    return await work(ctx, "rate-limited", 0.01)
+
+
+@hw.function(
+    id="debounced",
+    trigger=hw.on_event("flow/debounce"),
+    debounce=Debounce(period=1.0, key="event.data.doc"),
+)
+async def debounced(ctx: Context) -> Any:
+    return {"seq": await work(ctx, "debounced", 0.01), "events": len(ctx.events)}
+
+
+@hw.function(
+    id="batched",
+    trigger=hw.on_event("flow/batch"),
+    batch=Batch(max_size=3, timeout=1.0, key="event.data.group"),
+)
+async def batched(ctx: Context) -> Any:
+    seqs = [event.data["seq"] for event in ctx.events]
+    await work(ctx, "batched", 0.01)
+    return seqs
+
+
+@hw.function(
+    id="prioritised",
+    trigger=hw.on_event("flow/priority"),
+    concurrency=1,
+    priority="event.data.priority",
+)
+async def prioritised(ctx: Context) -> Any:
+    return await work(ctx, "prioritised")
+
+
+@hw.function(
+    id="singleton-skip",
+    trigger=hw.on_event("flow/singleton.skip"),
+    singleton=Singleton(mode="skip", key="event.data.user"),
+)
+async def singleton_skip(ctx: Context) -> Any:
+    seq = await work(ctx, "singleton-skip", 0.01)
+    await ctx.step.sleep("hold", float(ctx.event.data.get("hold", 1.0)))
+    return seq
+
+
+@hw.function(
+    id="singleton-cancel",
+    trigger=hw.on_event("flow/singleton.cancel"),
+    singleton=Singleton(mode="cancel", key="event.data.user"),
+)
+async def singleton_cancel(ctx: Context) -> Any:
+    seq = await work(ctx, "singleton-cancel", 0.01)
+    await ctx.step.sleep("hold", 1.0)
+    return seq
+
+
+@hw.function(
+    id="once-per-order",
+    trigger=hw.on_event("flow/order"),
+    idempotency="event.data.orderId",
+)
+async def once_per_order(ctx: Context) -> Any:
+    return await work(ctx, "once-per-order", 0.01)
+
+
+@hw.function(
+    id="must-start-soon",
+    trigger=hw.on_event("flow/deadline"),
+    concurrency=1,
+    timeouts=Timeouts(start=1.0),
+)
+async def must_start_soon(ctx: Context) -> Any:
+    return await work(ctx, "must-start-soon", 0.6)

@@ -1,0 +1,327 @@
+"""Flow control end to end, on both backends: a real server runs tests/integration/apps/flow.py and
+each test measures the property its control promises from what really ran (the app's trace of
+step start and end times), not from what the server says it did."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import BACKENDS, fresh_postgres_schema
+from tests.harness import RunningServer
+
+APP = "tests.integration.apps.flow:hw"
+FINAL = {"Completed", "Failed", "Cancelled", "Skipped"}
+
+
+@dataclass(frozen=True)
+class Mark:
+    function: str
+    seq: str
+    what: str
+    at: int
+    pid: int
+
+
+class Flow:
+    def __init__(self, servers: list[RunningServer], trace: Path) -> None:
+        self.servers = servers
+        self.trace = trace
+        self.clients = [httpx.Client(base_url=s.url, timeout=30) for s in servers]
+        self.http = self.clients[0]
+
+    def send(self, name: str, data: dict[str, Any], *, via: int = 0) -> str:
+        response = self.clients[via].post("/e/k", json={"name": name, "data": data})
+        assert response.status_code == 200, response.text
+        return str(response.json()["ids"][0])
+
+    def send_many(self, name: str, datas: list[dict[str, Any]]) -> list[str]:
+        """Send each event in its own request, all at once, alternating between the servers."""
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = [
+                pool.submit(self.send, name, data, via=i % len(self.clients))
+                for i, data in enumerate(datas)
+            ]
+            return [future.result() for future in futures]
+
+    def runs(self, event_id: str) -> list[dict[str, Any]]:
+        data = self.http.get(f"/v1/events/{event_id}/runs").json()["data"]
+        assert isinstance(data, list)
+        return data
+
+    def wait_final(self, event_ids: list[str], *, count: int, timeout: float = 30) -> list[dict]:
+        """The distinct runs of these events, once there are `count` of them, all final."""
+        deadline = time.monotonic() + timeout
+        runs: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            runs = {run["run_id"]: run for e in event_ids for run in self.runs(e)}
+            if len(runs) >= count and all(run["status"] in FINAL for run in runs.values()):
+                return sorted(runs.values(), key=lambda run: run["run_id"])
+            time.sleep(0.1)
+        logs = "\n".join(server.log()[-3000:] for server in self.servers)
+        raise AssertionError(f"runs did not finish: {list(runs.values())}\n{logs}")
+
+    def marks(self, function: str) -> list[Mark]:
+        if not self.trace.exists():
+            return []
+        marks = []
+        for line in self.trace.read_text().splitlines():
+            name, seq, what, at, pid = line.split()
+            if name == function:
+                marks.append(Mark(name, seq, what, int(at), int(pid)))
+        return sorted(marks, key=lambda mark: mark.at)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def start_servers(data_dir: Path, db_url: str | None, count: int = 1) -> list[RunningServer]:
+    env = {"FLOW_TRACE": str(data_dir / "trace.log")}
+    servers = []
+    for _ in range(count):
+        servers.append(RunningServer(data_dir, db_url=db_url, env=env, extra_args=[APP]).start())
+    return servers
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def flow(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flow]:
+    data_dir = tmp_path_factory.mktemp("flow")
+    with fresh_postgres_schema() if request.param == "postgres" else _no_schema() as url:
+        servers = start_servers(data_dir, url)
+        flow = Flow(servers, data_dir / "trace.log")
+        try:
+            yield flow
+        finally:
+            flow.close()
+            for server in servers:
+                server.stop()
+
+
+class _no_schema:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def max_overlap(intervals: list[tuple[int, int]]) -> int:
+    """The most intervals open at one instant (an end at t closes before a start at t opens)."""
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    open_now = most = 0
+    for _, delta in points:
+        open_now += delta
+        most = max(most, open_now)
+    return most
+
+
+def intervals(marks: list[Mark], seqs: set[str]) -> dict[str, tuple[int, int]]:
+    starts = {m.seq: m.at for m in marks if m.what == "start" and m.seq in seqs}
+    ends = {m.seq: m.at for m in marks if m.what == "end" and m.seq in seqs}
+    return {seq: (starts[seq], ends[seq]) for seq in starts}
+
+
+def test_concurrency_limits_each_key_and_a_busy_key_does_not_starve_others(flow: Flow) -> None:
+    run = tag()
+    busy, quiet = f"{run}-busy", f"{run}-quiet"
+    datas = [{"customer": busy, "seq": f"{run}-b{i}", "work": 0.3} for i in range(8)]
+    datas += [{"customer": quiet, "seq": f"{run}-q{i}", "work": 0.3} for i in range(2)]
+    ids = flow.send_many("flow/concurrency", datas)
+    runs = flow.wait_final(ids, count=10)
+    assert {r["status"] for r in runs} == {"Completed"}
+    marks = flow.marks("per-customer")
+    busy_spans = intervals(marks, {d["seq"] for d in datas if d["customer"] == busy})
+    quiet_spans = intervals(marks, {d["seq"] for d in datas if d["customer"] == quiet})
+    assert len(busy_spans) == 8 and len(quiet_spans) == 2
+    # The promise: never more than the limit of one key executing at once ...
+    assert max_overlap(list(busy_spans.values())) == 2
+    assert max_overlap(list(quiet_spans.values())) <= 2
+    # ... and the quiet key's runs do not wait for the busy key's backlog (8 runs, 2 at a time,
+    # 0.3 s each: the backlog takes 1.2 s; the quiet ones start within the first round).
+    first_busy = min(start for start, _ in busy_spans.values())
+    assert max(start for start, _ in quiet_spans.values()) - first_busy < 600
+
+
+def test_a_sleeping_run_does_not_hold_a_concurrency_slot(flow: Flow) -> None:
+    run = tag()
+    ids = flow.send_many("flow/sleepy", [{"seq": f"{run}-{i}"} for i in range(3)])
+    flow.wait_final(ids, count=3)
+    marks = [m for m in flow.marks("sleepy") if m.seq.startswith(run)]
+    befores = sorted(m.at for m in marks if m.what == "before")
+    afters = sorted(m.at for m in marks if m.what == "after")
+    assert len(befores) == len(afters) == 3
+    # With limit 1 and a 1 s sleep between the steps, all three first steps run while the first
+    # run sleeps: had sleeping runs counted, they would be 1 s apart.
+    assert befores[-1] < afters[0]
+
+
+def test_throttle_delays_starts_to_the_rate_and_drops_nothing(flow: Flow) -> None:
+    run = tag()
+    ids = flow.send_many("flow/throttle", [{"seq": f"{run}-{i}"} for i in range(6)])
+    runs = flow.wait_final(ids, count=6)
+    assert [r["status"] for r in runs] == ["Completed"] * 6  # delayed, never dropped
+    assert len([m for m in flow.marks("throttled") if m.seq.startswith(run)]) == 12  # all ran
+    # A run starts when it is claimed (`run_started_at`): what the throttle admits. (The step's
+    # own start adds the execution's latency, which varies by a few hundred ms on a busy box.)
+    starts = sorted(_ms(r["run_started_at"]) for r in runs)
+    interval = 500
+    for i in range(len(starts)):
+        for j in range(i, len(starts)):
+            window = starts[j] - starts[i]
+            assert j - i + 1 <= 2 + (window + 5) / interval, starts
+    assert starts[-1] - starts[0] >= 4 * interval - 100  # the last four waited their turn
+
+
+def test_rate_limit_drops_excess_events_per_key_as_skipped_runs(flow: Flow) -> None:
+    run = tag()
+    ids = [flow.send("flow/rate", {"user": f"{run}-a", "seq": f"{run}-a{i}"}) for i in range(5)]
+    ids.append(flow.send("flow/rate", {"user": f"{run}-b", "seq": f"{run}-b0"}))
+    runs = flow.wait_final(ids, count=6)
+    statuses = [flow.runs(event_id)[0]["status"] for event_id in ids]
+    assert statuses == ["Completed", "Completed", "Skipped", "Skipped", "Skipped", "Completed"]
+    skipped = [r for r in runs if r["status"] == "Skipped"]
+    assert {r.get("reason") for r in skipped} == {"rate limited"}, skipped
+
+
+def test_debounce_runs_once_per_quiet_period_with_the_last_event(flow: Flow) -> None:
+    run = tag()
+    ids = []
+    for i in range(4):
+        ids.append(flow.send("flow/debounce", {"doc": run, "seq": f"{run}-{i}"}))
+        time.sleep(0.3)  # less than the 1 s period: each event pushes the start back
+    (only,) = flow.wait_final(ids, count=1)
+    assert only["status"] == "Completed"
+    assert only["output"] == {"seq": f"{run}-3", "events": 1}
+    assert flow.runs(ids[-1]) and not flow.runs(ids[0])  # the run holds the last event
+    (start,) = [m.at for m in flow.marks("debounced") if m.seq == f"{run}-3" and m.what == "start"]
+    assert start - _ms(only["created_at"]) >= 0.3 * 3 * 1000 + 1000 - 100  # a quiet second
+    # Another quiet period, another run.
+    later = flow.send("flow/debounce", {"doc": run, "seq": f"{run}-later"})
+    (second,) = flow.wait_final([later], count=1)
+    assert second["run_id"] != only["run_id"] and second["output"]["seq"] == f"{run}-later"
+
+
+def test_batches_fill_to_max_size_and_the_rest_starts_at_the_timeout(flow: Flow) -> None:
+    run = tag()
+    sent_at = time.time()
+    ids = [flow.send("flow/batch", {"group": run, "seq": i}) for i in range(7)]
+    runs = flow.wait_final(ids, count=3)
+    outputs = sorted((r["output"] for r in runs), key=lambda seqs: seqs[0])
+    assert outputs == [[0, 1, 2], [3, 4, 5], [6]]
+    (last,) = [r for r in runs if r["output"] == [6]]
+    started = [m.at for m in flow.marks("batched") if m.what == "start" and m.seq == "6"]
+    assert started and started[0] / 1000 - sent_at >= 1.0 - 0.05  # the 1 s timeout, not sooner
+    assert last["status"] == "Completed"
+
+
+def test_a_higher_priority_run_starts_before_lower_ones_queued_earlier(flow: Flow) -> None:
+    run = tag()
+    blocker = flow.send("flow/priority", {"seq": f"{run}-blocker", "work": 0.8, "priority": 0})
+    time.sleep(0.3)  # the blocker holds the only slot; the others queue behind it
+    low = [flow.send("flow/priority", {"seq": f"{run}-low{i}", "priority": 0}) for i in range(3)]
+    high = flow.send("flow/priority", {"seq": f"{run}-high", "priority": 60})
+    flow.wait_final([blocker, *low, high], count=5)
+    order = [
+        m.seq for m in flow.marks("prioritised") if m.what == "start" and m.seq.startswith(run)
+    ]
+    assert order == [f"{run}-blocker", f"{run}-high", f"{run}-low0", f"{run}-low1", f"{run}-low2"]
+
+
+def test_singleton_skip_and_cancel(flow: Flow) -> None:
+    run = tag()
+    first = flow.send("flow/singleton.skip", {"user": run, "seq": f"{run}-1"})
+    time.sleep(0.2)
+    second = flow.send("flow/singleton.skip", {"user": run, "seq": f"{run}-2"})
+    other = flow.send("flow/singleton.skip", {"user": f"{run}-x", "seq": f"{run}-x"})
+    runs = {r["run_id"]: r for r in flow.wait_final([first, second, other], count=3)}
+    (first_run,) = flow.runs(first)
+    (second_run,) = flow.runs(second)
+    assert runs[first_run["run_id"]]["status"] == "Completed"
+    assert runs[second_run["run_id"]]["status"] == "Skipped"
+    assert runs[second_run["run_id"]]["reason"] == f"singleton: run {first_run['run_id']} is active"
+    assert flow.runs(other)[0]["status"] == "Completed"  # another key is not held back
+
+    old = flow.send("flow/singleton.cancel", {"user": run, "seq": f"{run}-old"})
+    time.sleep(0.3)
+    new = flow.send("flow/singleton.cancel", {"user": run, "seq": f"{run}-new"})
+    flow.wait_final([old, new], count=2)
+    (old_run,), (new_run,) = flow.runs(old), flow.runs(new)
+    assert old_run["status"] == "Cancelled"
+    assert old_run["reason"] == f"singleton: replaced by run {new_run['run_id']}"
+    assert new_run["status"] == "Completed"
+
+
+def test_idempotency_expression_runs_once_per_value_for_24_hours(flow: Flow) -> None:
+    run = tag()
+    ids = [flow.send("flow/order", {"orderId": run, "seq": f"{run}-{i}"}) for i in range(3)]
+    ids.append(flow.send("flow/order", {"orderId": f"{run}-other", "seq": f"{run}-o"}))
+    flow.wait_final(ids, count=4)
+    statuses = [flow.runs(event_id)[0]["status"] for event_id in ids]
+    assert statuses == ["Completed", "Skipped", "Skipped", "Completed"]
+    assert len([m for m in flow.marks("once-per-order") if m.seq.startswith(run)]) == 4  # 2 runs
+
+
+def test_start_timeout_is_honoured_while_concurrency_holds_runs_back(flow: Flow) -> None:
+    run = tag()
+    ids = flow.send_many("flow/deadline", [{"seq": f"{run}-{i}"} for i in range(5)])
+    runs = flow.wait_final(ids, count=5)
+    statuses = sorted(r["status"] for r in runs)
+    # 0.6 s each, one at a time, 1 s to start: two start in time, the rest are cancelled.
+    assert statuses.count("Completed") == 2, runs
+    cancelled = [r for r in runs if r["status"] == "Cancelled"]
+    assert len(cancelled) == 3
+    assert all("start timeout" in (r.get("reason") or "") for r in cancelled), cancelled
+    # ... at their deadline, not when a slot freed up long after.
+    for r in cancelled:
+        waited = _ms(r["ended_at"]) - _ms(r["created_at"])
+        assert waited < 1_000 + 500, r
+
+
+@pytest.mark.postgres
+def test_two_processes_share_concurrency_and_singleton(tmp_path: Path) -> None:
+    with fresh_postgres_schema() as url:
+        servers = start_servers(tmp_path, url, count=2)
+        flow = Flow(servers, tmp_path / "trace.log")
+        try:
+            run = tag()
+            datas = [{"customer": run, "seq": f"{run}-{i}", "work": 0.3} for i in range(10)]
+            ids = flow.send_many("flow/concurrency", datas)
+            flow.wait_final(ids, count=10)
+            marks = flow.marks("per-customer")
+            spans = intervals(marks, {d["seq"] for d in datas})
+            assert len(spans) == 10
+            assert max_overlap(list(spans.values())) == 2
+            pids = {m.pid for m in marks if m.seq.startswith(run)}
+            assert len(pids) == 2, "both processes should have run some of them"
+
+            user = tag()
+            first = flow.send("flow/singleton.skip", {"user": user, "seq": "1", "hold": 2}, via=0)
+            time.sleep(0.2)
+            second = flow.send("flow/singleton.skip", {"user": user, "seq": "2"}, via=1)
+            flow.wait_final([first, second], count=2)
+            assert flow.runs(first)[0]["status"] == "Completed"
+            assert flow.runs(second)[0]["status"] == "Skipped"
+        finally:
+            flow.close()
+            for server in servers:
+                server.stop()
+
+
+def _ms(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
