@@ -158,6 +158,19 @@ def test_concurrency_limits_each_key_and_a_busy_key_does_not_starve_others(flow:
     assert max(start for start, _ in quiet_spans.values()) - first_busy < 600
 
 
+def test_an_account_scoped_limit_is_shared_by_every_function_using_the_key(flow: Flow) -> None:
+    run = tag()
+    exports = [{"tenant": run, "seq": f"{run}-e{i}", "work": 0.2} for i in range(3)]
+    imports = [{"tenant": run, "seq": f"{run}-i{i}", "work": 0.2} for i in range(3)]
+    ids = flow.send_many("flow/tenant.export", exports) + flow.send_many(
+        "flow/tenant.import", imports
+    )
+    flow.wait_final(ids, count=6)
+    spans = intervals(flow.marks("tenant"), {d["seq"] for d in exports + imports})
+    assert len(spans) == 6
+    assert max_overlap(list(spans.values())) == 1  # limit 1 across both functions
+
+
 def test_a_sleeping_run_does_not_hold_a_concurrency_slot(flow: Flow) -> None:
     run = tag()
     ids = flow.send_many("flow/sleepy", [{"seq": f"{run}-{i}"} for i in range(3)])

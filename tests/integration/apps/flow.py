@@ -56,6 +56,25 @@ async def per_customer(ctx: Context) -> Any:
     return await work(ctx, "per-customer")
 
 
+# Two functions sharing one account-scoped limit per tenant: together, one at a time.
+@hw.function(
+    id="tenant-export",
+    trigger=hw.on_event("flow/tenant.export"),
+    concurrency=Concurrency(1, key="event.data.tenant", scope="account"),
+)
+async def tenant_export(ctx: Context) -> Any:
+    return await work(ctx, "tenant")
+
+
+@hw.function(
+    id="tenant-import",
+    trigger=hw.on_event("flow/tenant.import"),
+    concurrency=Concurrency(1, key="event.data.tenant", scope="account"),
+)
+async def tenant_import(ctx: Context) -> Any:
+    return await work(ctx, "tenant")
+
+
 @hw.function(id="one-at-a-time", trigger=hw.on_event("flow/sleepy"), concurrency=1)
 async def one_at_a_time(ctx: Context) -> Any:
     """Sleeps between two steps: a sleeping run must not hold the only slot."""
