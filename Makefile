@@ -7,7 +7,7 @@ PORT ?= 8288
 # An app whose functions run in the server's process, e.g. `make run APP=examples.shop:hw`.
 APP ?=
 
-.PHONY: run test lint typecheck pytest bench install install-dev format clean
+.PHONY: run test lint typecheck pytest bench bench-ingest bench-flow bench-queue install install-dev format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,19 @@ format: install-dev
 	$(BIN)/ruff format src tests bench examples
 
 ## Load benchmarks (not part of `make test`); figures go in the README's performance table
-bench: install-dev
+bench: bench-ingest bench-flow bench-queue
+
+bench-ingest: install-dev
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+## Flow control's cost: 10,000 runs over 100 concurrency keys (limit 2) against no limits
+bench-flow: install-dev
+	$(BIN)/python bench/flow.py $(BENCH_ARGS)
+
+## A million delayed queue items: idle CPU and run latency against an empty queue
+bench-queue: install-dev
+	$(BIN)/python bench/queue_idle.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
