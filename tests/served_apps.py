@@ -10,7 +10,13 @@ that start them):
                              invoke child with `{n: 7}` → returns `{a, w, sent, invoked}`;
 - `flaky`    (app/flaky):    retries=1, step "boom" fails on attempt 0 and returns "recovered";
 - `fatal`    (app/fatal):    raises NonRetriableError("do not retry me");
-- `parallel` (app/parallel): steps "p1" and "p2" in parallel → `["one", "two"]`.
+- `parallel` (app/parallel): steps "p1" and "p2" in parallel → `["one", "two"]`;
+- `big`      (app/big):      step "x" returns `"x" * event.data.size`, step "y" its length →
+                             `{"x": len(x), "y": y, "pad": len(event.data.pad)}`.
+
+The server runs with HEADWATER_CALL_STATE_LIMIT_BYTES=16384: once "x" is memoized, calls leave the
+steps out and say `use_api`, so the SDK must fetch them from /v0/runs/{id}/actions (else it would
+run "x" again, and again).
 
 Every step body appends `<function>:<step>:<attempt>:<token>` to the file named by $TRACE, so the
 tests count real executions. A test module starts a server and the app, builds a `ServedApp`
@@ -33,7 +39,9 @@ import httpx
 
 from tests.harness import EVENT_KEY, SIGNING_KEY, RunningServer, free_port
 
-FUNCTIONS = ("child", "steps", "flaky", "fatal", "parallel")
+FUNCTIONS = ("child", "steps", "flaky", "fatal", "parallel", "big")
+#: Calls bigger than this leave the run's state for the SDK to fetch (`use_api`).
+CALL_STATE_LIMIT_BYTES = 16_384
 ENDED = {"Completed", "Failed", "Cancelled"}
 
 
@@ -160,7 +168,10 @@ def served_app(
         data_dir,
         db_url=db_url,
         production=production,
-        env={"HEADWATER_RETRY_BASE_MS": "50"},
+        env={
+            "HEADWATER_RETRY_BASE_MS": "50",
+            "HEADWATER_CALL_STATE_LIMIT_BYTES": str(CALL_STATE_LIMIT_BYTES),
+        },
         extra_args=["-u", app_url] if sync_with_flag else [],
     )
     env = child_env({**app_env, "TRACE": str(trace), "PORT": str(port)})
@@ -263,3 +274,26 @@ class ServedAppScenarios:
         assert run["output"] == ["one", "two"]
         lines = served.executions("parallel:", mark)
         assert sorted(lines) == [f"parallel:p1:0:{mark}", f"parallel:p2:0:{mark}"]
+
+    def test_a_large_state_is_fetched_by_the_sdk(self, served: ServedApp) -> None:
+        mark = token()
+        # The trigger event fits in a call; with step x's memo the call would not (use_api).
+        data = {"token": mark, "size": CALL_STATE_LIMIT_BYTES, "pad": "p" * 3000}
+        run = served.run_of(served.send("app/big", data))
+        assert run["status"] == "Completed", run
+        assert run["output"] == {
+            "x": CALL_STATE_LIMIT_BYTES,
+            "y": CALL_STATE_LIMIT_BYTES,
+            "pad": 3000,
+        }
+        assert served.executions("big:", mark) == [f"big:x:0:{mark}", f"big:y:0:{mark}"]
+        # What the SDK fetched, as it fetched it.
+        actions = served.http.get(f"/v0/runs/{run['run_id']}/actions")
+        assert actions.status_code == 200, actions.text
+        memos = list(actions.json().values())
+        assert len(memos) == 2
+        assert {"data": "x" * CALL_STATE_LIMIT_BYTES} in memos
+        assert {"data": CALL_STATE_LIMIT_BYTES} in memos
+        batch = served.http.get(f"/v0/runs/{run['run_id']}/batch")
+        assert batch.status_code == 200, batch.text
+        assert [event["data"] for event in batch.json()] == [data]

@@ -111,8 +111,25 @@ async def parallel(ctx):
     )
 
 
+@client.create_function(fn_id="big", trigger=inngest.TriggerEvent(event="app/big"))
+async def big(ctx):
+    token = ctx.event.data["token"]
+
+    async def x():
+        trace(f"big:x:{ctx.attempt}:{token}")
+        return "x" * ctx.event.data["size"]
+
+    got = await ctx.step.run("x", x)
+
+    async def y():
+        trace(f"big:y:{ctx.attempt}:{token}")
+        return len(got)
+
+    return {"x": len(got), "y": await ctx.step.run("y", y), "pad": len(ctx.event.data["pad"])}
+
+
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [child, steps, flaky, fatal, parallel])
+inngest.fast_api.serve(app, client, [child, steps, flaky, fatal, parallel, big])
 """
 
 

@@ -92,7 +92,21 @@ const parallel = inngest.createFunction(
   },
 );
 
-const handler = serve({ client: inngest, functions: [child, steps, flaky, fatal, parallel] });
+const big = inngest.createFunction(
+  { id: "big", triggers: [{ event: "app/big" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    const x = await step.run("x", () => {
+      trace(`big:x:${attempt}:${token}`);
+      return "x".repeat(event.data.size);
+    });
+    const y = await step.run("y", () => { trace(`big:y:${attempt}:${token}`); return x.length; });
+    return { x: x.length, y, pad: event.data.pad.length };
+  },
+);
+
+const functions = [child, steps, flaky, fatal, parallel, big];
+const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT), "127.0.0.1");
 """
 

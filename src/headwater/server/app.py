@@ -26,6 +26,7 @@ from headwater.server.openapi import openapi_document
 from headwater.server.responses import json_response
 from headwater.server.rest import rest_routes
 from headwater.server.runs_api import runs_routes
+from headwater.server.sdk_api import sdk_routes
 from headwater.server.sync_api import AppSyncer, sync_routes
 from headwater.store import Store, open_store
 
@@ -136,6 +137,7 @@ def create_app(
         *rest_routes(event_log),
         *runs_routes(store, event_log, engine.outcomes),
         *sync_routes(syncer),
+        *sdk_routes(engine),
     ]
     middleware = [
         Middleware(ServerKindHeader, kind=settings.server_kind),
@@ -147,7 +149,9 @@ def create_app(
         ),
     ]
     if production:
-        middleware.append(Middleware(RequireSigningKey, keys=signing_keys, prefixes=("/v1/",)))
+        # /v0/ and /invoke/ too: run state and invocations are the signing key's business.
+        prefixes = ("/v1/", "/v0/", "/invoke/")
+        middleware.append(Middleware(RequireSigningKey, keys=signing_keys, prefixes=prefixes))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.event_log = event_log
     app.state.engine = engine

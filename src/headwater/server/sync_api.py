@@ -58,7 +58,9 @@ class AppSyncer:
         # The HTTP driver signs its calls with the server's key and names its kind (the engine is
         # built before the settings reach it).
         engine.http_driver.configure(
-            signing_key=settings.signing_key, server_kind=settings.server_kind
+            signing_key=settings.signing_key,
+            server_kind=settings.server_kind,
+            state_limit_bytes=settings.call_state_limit_bytes,
         )
 
     async def start(self) -> None:

@@ -85,4 +85,21 @@ async def parallel(ctx: Context) -> list[Any]:
     return list(await asyncio.gather(ctx.step.run("p1", one), ctx.step.run("p2", two)))
 
 
+@hw.function(id="big", trigger=hw.on_event("app/big"))
+async def big(ctx: Context) -> dict[str, Any]:
+    token = ctx.event.data["token"]
+
+    def x() -> str:
+        trace(f"big:x:{ctx.attempt}:{token}")
+        return "x" * int(ctx.event.data["size"])
+
+    got = await ctx.step.run("x", x)
+
+    def y() -> int:
+        trace(f"big:y:{ctx.attempt}:{token}")
+        return len(got)
+
+    return {"x": len(got), "y": await ctx.step.run("y", y), "pad": len(ctx.event.data["pad"])}
+
+
 app = Starlette(routes=[Route("/api/inngest", hw.serve(), methods=["GET", "PUT", "POST"])])

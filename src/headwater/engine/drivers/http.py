@@ -21,6 +21,7 @@ Never sent: `ctx.fn_id` and `ctx.qi_id`. Their presence switches the TS SDK v4 t
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ import orjson
 import rfc8785
 
 from headwater.clock import now_ms
+from headwater.config import DEFAULT_CALL_STATE_LIMIT_BYTES
 from headwater.protocol.steps import (
     CallRequest,
     CallResponse,
@@ -60,6 +62,17 @@ _RETRY_AFTER_MAX_MS: Final = 86_400_000
 DISCOVERY_STEP: Final = "step"
 UNKNOWN_REQUEST_VERSION: Final = -1
 SDK_REQUEST_VERSION: Final = 2
+#: A call body bigger than this leaves out the memoized steps, then also the events, and says
+#: `use_api`: the SDK fetches them (both official SDKs do; see tests/served_apps.py).
+DEFAULT_STATE_LIMIT_BYTES: Final = DEFAULT_CALL_STATE_LIMIT_BYTES
+
+
+class UseApi(enum.Enum):
+    """What a call leaves for the SDK to fetch from `/v0/runs/{id}/actions|batch` (§3.3)."""
+
+    NO = "no"
+    STEPS = "steps"
+    STEPS_AND_EVENTS = "steps and events"
 
 
 # -- the request ---------------------------------------------------------------------------------
@@ -87,24 +100,29 @@ def request_body(
     attempt: int | None = None,
     disable_immediate_execution: bool = False,
     sdk_answered: bool = False,
+    use_api: UseApi = UseApi.NO,
 ) -> JSONObject:
     """The call body of PROTOCOL §3.3, with every field the Python SDK requires (top-level
     `use_api`; `ctx.attempt`, `disable_immediate_execution`, `run_id`, `stack`, `max_attempts`).
     `steps`/`stack`/`attempt` override the request's own (after steps checkpointed in this
-    execution); `sdk_answered` says an earlier call of this execution got a reply."""
+    execution); `sdk_answered` says an earlier call of this execution got a reply; `use_api`
+    leaves out the steps (and the events) that the SDK then fetches from /v0/runs/{id}/..."""
     memos = dict(request.steps if steps is None else steps)
     attempt = request.ctx.attempt if attempt is None else attempt
     order: list[JSON] = list(request.ctx.stack if stack is None else stack)
+    fetched = use_api is not UseApi.NO
+    events: list[JSON] = [wire_event(event) for event in request.events]
+    events = events or [wire_event(request.event)]
     return {
         "event": wire_event(request.event),
-        "events": [wire_event(event) for event in request.events] or [wire_event(request.event)],
-        "steps": memos,
+        "events": [] if use_api is UseApi.STEPS_AND_EVENTS else events,
+        "steps": {} if fetched else memos,
         "ctx": {
             "run_id": request.ctx.run_id,
             "attempt": attempt,
             "max_attempts": request.ctx.max_attempts,
             "disable_immediate_execution": disable_immediate_execution,
-            "use_api": False,
+            "use_api": fetched,
             "stack": {"stack": order, "current": len(order)},
         },
         # The execution version: -1 ("unknown") on a run's first call, then the SDK's
@@ -113,7 +131,7 @@ def request_body(
         "version": (
             SDK_REQUEST_VERSION if memos or attempt > 0 or sdk_answered else UNKNOWN_REQUEST_VERSION
         ),
-        "use_api": False,
+        "use_api": fetched,
     }
 
 
@@ -267,16 +285,25 @@ class HttpDriver:
         signing_key: str | None = None,
         server_kind: str = "dev",
         client: httpx.AsyncClient | None = None,
+        state_limit_bytes: int = DEFAULT_STATE_LIMIT_BYTES,
     ) -> None:
         self.signing_key = signing_key
         self.server_kind = server_kind
+        self.state_limit_bytes = state_limit_bytes
         #: Made on first use (in the serving event loop); tests pass one with a mock transport.
         self._client = client
 
-    def configure(self, *, signing_key: str | None, server_kind: str) -> None:
+    def configure(
+        self,
+        *,
+        signing_key: str | None,
+        server_kind: str,
+        state_limit_bytes: int = DEFAULT_STATE_LIMIT_BYTES,
+    ) -> None:
         """Set what the server's settings say (the engine is built before them)."""
         self.signing_key = signing_key
         self.server_kind = server_kind
+        self.state_limit_bytes = state_limit_bytes
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -363,16 +390,21 @@ class HttpDriver:
         answered: bool,
     ) -> CallResponse:
         assert function.url is not None
-        body = canonical_json(
-            request_body(
-                request,
-                steps=steps,
-                stack=stack,
-                attempt=attempt,
-                disable_immediate_execution=forced,
-                sdk_answered=answered,
+        body = b""
+        for use_api in UseApi:
+            body = canonical_json(
+                request_body(
+                    request,
+                    steps=steps,
+                    stack=stack,
+                    attempt=attempt,
+                    disable_immediate_execution=forced,
+                    sdk_answered=answered,
+                    use_api=use_api,
+                )
             )
-        )
+            if len(body) <= self.state_limit_bytes:
+                break
         headers = {
             "Content-Type": "application/json",
             "X-Inngest-Server-Kind": self.server_kind,
