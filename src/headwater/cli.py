@@ -133,6 +133,15 @@ def _retry_policy() -> RetryPolicy:
     return RetryPolicy(base_ms=int(base))
 
 
+def _discovery_ports(own_port: int) -> tuple[int, ...]:
+    from headwater.server.discovery import discovery_ports
+
+    try:
+        return discovery_ports(os.environ, exclude=[own_port])
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _call_state_limit() -> int:
     value = os.environ.get(ENV_CALL_STATE_LIMIT_BYTES)
     if value is None:
@@ -193,8 +202,17 @@ def dev(
             "synced at start and every 5 s. Repeat for several apps.",
         ),
     ] = None,
+    no_discovery: Annotated[
+        bool,
+        typer.Option(
+            "--no-discovery",
+            help="Do not probe this machine's usual ports (3000, 8000, 8080... or "
+            "HEADWATER_DISCOVERY_PORTS) for apps to sync.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a dev server: any event key accepted, open API, loopback by default."""
+    """Run a dev server: any event key accepted, open API, loopback by default; apps serving
+    functions on this machine's usual ports and paths are found and synced."""
     for url in sdk_url or []:
         if not url.startswith(("http://", "https://")):
             raise _fail(f"--sdk-url {url!r} must be an http(s) URL")
@@ -206,6 +224,7 @@ def dev(
         db_url=db,
         retry=_retry_policy(),
         app_urls=tuple(sdk_url or ()),
+        discovery_ports=() if no_discovery else _discovery_ports(port),
         call_state_limit_bytes=_call_state_limit(),
     )
     functions = _load_functions(app_target)

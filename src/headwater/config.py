@@ -37,6 +37,8 @@ class ServerSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Apps to sync at start and every few seconds (`headwater dev -u URL`), PROTOCOL §3.2.
     app_urls: tuple[str, ...] = ()
+    #: Ports probed for apps on this machine (`headwater dev` without --no-discovery), §4.1.
+    discovery_ports: tuple[int, ...] = ()
     #: A call to an app bigger than this leaves the run's state for the SDK to fetch (`use_api`).
     call_state_limit_bytes: int = DEFAULT_CALL_STATE_LIMIT_BYTES
 

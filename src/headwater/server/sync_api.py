@@ -5,7 +5,8 @@
   which the TS SDK uses as its own reply status).
 - `PUT /v1/apps/sync {url}`: ask the app at `url` to register (the server PUTs its URL, the SDK
   then POSTs /fn/register here); `GET /v1/apps`: the synced apps and their functions.
-- `AppSyncer`: those PUTs, and the re-sync every 5 s of the apps given to `headwater dev -u URL`.
+- `AppSyncer`: those PUTs, and the re-sync every 5 s of the apps given to `headwater dev -u URL`
+  and of those found on this machine (server/discovery.py), probed again on every round.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from headwater.engine.drivers.http import canonical_json, signature
 from headwater.engine.runtime import Engine
 from headwater.errors import FunctionDefinitionError, StoreError
 from headwater.server.auth import SigningKeys
+from headwater.server.discovery import discover
 from headwater.server.responses import api_data, api_error, json_response
 from headwater.store.apps import AppFunctionRecord, AppRecord
 
@@ -54,6 +56,8 @@ class AppSyncer:
         self.engine = engine
         self.settings = settings
         self.urls: tuple[str, ...] = settings.app_urls
+        #: Apps found by discovery; kept, like Inngest's dev server keeps them, once found.
+        self.discovered: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
         # The HTTP driver signs its calls with the server's key and names its kind (the engine is
         # built before the settings reach it).
@@ -64,7 +68,7 @@ class AppSyncer:
         )
 
     async def start(self) -> None:
-        if self.urls:
+        if self.urls or self.settings.discovery_ports:
             self._task = asyncio.create_task(self._poll(), name="headwater-app-sync")
 
     async def stop(self) -> None:
@@ -95,7 +99,9 @@ class AppSyncer:
         await asyncio.sleep(FIRST_SYNC_DELAY_S)
         failing: set[str] = set()
         while True:
-            for url in self.urls:
+            if self.settings.discovery_ports:
+                await self._discover()
+            for url in dict.fromkeys([*self.urls, *self.discovered]):
                 try:
                     status, reply = await self.sync(url)
                     ok = status < 300
@@ -110,6 +116,17 @@ class AppSyncer:
                     log.info("the app at %s synced again", url)
                     failing.discard(url)
             await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def _discover(self) -> None:
+        try:
+            found = await discover(self.settings.discovery_ports)
+        except OSError as exc:  # e.g. out of file descriptors: try again next round
+            log.warning("probing for apps failed: %r", exc)
+            return
+        for url in found:
+            if url not in self.discovered:
+                log.info("found an app at %s", url)
+                self.discovered[url] = None
 
 
 def sync_routes(syncer: AppSyncer) -> list[Route]:
