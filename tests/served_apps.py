@@ -179,14 +179,14 @@ def served_app(
     command = [part.replace("{port}", str(port)) for part in app_command]
     with app_process(command, cwd=app_cwd, env=env, log_path=data_dir / "app.log", port=port):
         server.start()
+        served = ServedApp(server, app_id, app_url, sdk_prefix, trace)
         try:
-            served = ServedApp(server, app_id, app_url, sdk_prefix, trace)
             if not sync_with_flag:
                 sync_with_cli(served)
             wait_for_sync(served.http, server)
             yield served
-            served.http.close()
         finally:
+            served.http.close()
             server.stop()
 
 

@@ -33,7 +33,8 @@ import fastapi
 import inngest
 import inngest.fast_api
 
-client = inngest.Inngest(app_id="hw-e2e-py", is_production=False)
+# Dev mode when INNGEST_DEV is set, else production (signing key from INNGEST_SIGNING_KEY).
+client = inngest.Inngest(app_id=os.environ.get("APP_ID", "hw-e2e-py"))
 
 
 def trace(line):

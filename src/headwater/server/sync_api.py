@@ -49,6 +49,21 @@ def register_error(status: int, message: str) -> Response:
     return json_response({"error": message, "data": None, "status": status}, status)
 
 
+def sync_problem(status: int, reply: Any) -> str | None:
+    """What went wrong with a sync, from the app's reply to the PUT; None if it registered.
+
+    The TS SDK answers with the register call's status; the Python SDK answers 200 and passes on
+    the server's reply, so a refused register shows only in the body (`{"error", "status"}`).
+    """
+    body = reply if isinstance(reply, dict) else {}
+    inner = body.get("status")
+    if status >= 300 or (isinstance(inner, int) and inner >= 300) or body.get("error"):
+        message = body.get("error") or body.get("message") or reply
+        shown = inner if isinstance(inner, int) and inner >= 300 else status
+        return f"answered {shown}: {message}"
+    return None
+
+
 class AppSyncer:
     """Asks apps to sync (PROTOCOL §3.2 step 1) and keeps the `-u` apps synced."""
 
@@ -104,8 +119,8 @@ class AppSyncer:
             for url in dict.fromkeys([*self.urls, *self.discovered]):
                 try:
                     status, reply = await self.sync(url)
-                    ok = status < 300
-                    problem = f"HTTP {status}: {reply}"
+                    problem = sync_problem(status, reply)
+                    ok = problem is None
                 except httpx.HTTPError as exc:
                     ok, problem = False, repr(exc)
                 # Log a change of state only: the poll runs every few seconds.
@@ -197,13 +212,9 @@ def sync_routes(syncer: AppSyncer) -> list[Route]:
             status, reply = await syncer.sync(url)
         except httpx.HTTPError as exc:
             return api_error(502, f"cannot reach the app at {url}: {exc!r}", "app_unreachable")
-        if status >= 300:
-            message = (
-                reply.get("message") or reply.get("error") if isinstance(reply, dict) else None
-            )
-            return api_error(
-                502, f"the app at {url} answered {status}: {message or reply}", "sync_failed"
-            )
+        problem = sync_problem(status, reply)
+        if problem is not None:
+            return api_error(502, f"the app at {url} {problem}", "sync_failed")
         return api_data({"url": url, "status": status, "reply": reply})
 
     async def list_apps(_: Request) -> Response:
