@@ -24,6 +24,7 @@ import contextlib
 import enum
 import logging
 import time
+import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -53,6 +54,10 @@ log = logging.getLogger("headwater.drivers.http")
 #: Inngest's longest call (`MaxFunctionTimeout`).
 CALL_TIMEOUT_S: Final = 2 * 3600.0
 CONNECT_TIMEOUT_S: Final = 10.0
+#: Client pools of the calls to apps, and each pool's limits (see `HttpDriver.client_for`).
+CLIENT_SHARDS: Final = 8
+CLIENT_MAX_CONNECTIONS: Final = 64
+CLIENT_KEEPALIVE_CONNECTIONS: Final = 8
 #: Calls one execution may make before handing back to the queue (a safety bound on loops of
 #: checkpointed steps; the engine's step limits apply too).
 MAX_CALLS_PER_EXECUTION: Final = 200
@@ -291,7 +296,7 @@ class HttpDriver:
         self.server_kind = server_kind
         self.state_limit_bytes = state_limit_bytes
         #: Made on first use (in the serving event loop); tests pass one with a mock transport.
-        self._client = client
+        self._clients: list[httpx.AsyncClient] = [client] if client is not None else []
 
     def configure(
         self,
@@ -305,19 +310,32 @@ class HttpDriver:
         self.server_kind = server_kind
         self.state_limit_bytes = state_limit_bytes
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                trust_env=False,  # apps are reached directly, never through a proxy
-            )
-        return self._client
+    def client_for(self, run_id: str) -> httpx.AsyncClient:
+        """The client of a run's calls: one of CLIENT_SHARDS, each with its own small pool.
+
+        httpcore's pool does work quadratic in its connections on every request (it counts the
+        idle ones once per connection, and polls each for expiry): with the 64 calls in flight
+        of a busy engine, one pool of 64+ connections cost more CPU than the rest of the
+        server (bench/http_runs.py). Pools of a few connections each keep that small; a run's
+        calls stay on one pool, so its connection is reused from step to step.
+        """
+        if not self._clients:
+            self._clients = [
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                    limits=httpx.Limits(
+                        max_connections=CLIENT_MAX_CONNECTIONS,
+                        max_keepalive_connections=CLIENT_KEEPALIVE_CONNECTIONS,
+                    ),
+                    trust_env=False,  # apps are reached directly, never through a proxy
+                )
+                for _ in range(CLIENT_SHARDS)
+            ]
+        return self._clients[zlib.crc32(run_id.encode()) % len(self._clients)]
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        clients, self._clients = self._clients, []
+        for client in clients:
             await client.aclose()
 
     async def call(
@@ -418,7 +436,8 @@ class HttpDriver:
             headers["X-Inngest-Signature"] = signature(body, self.signing_key)
         url = call_url(function.url, function.slug, step_id)
         try:
-            reply = await self.client.post(url, content=body, headers=headers)
+            client = self.client_for(request.ctx.run_id)
+            reply = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             log.info("calling %s failed: %s", url, exc)
             return CallResponse(error=FunctionError("HTTPError", f"calling {url} failed: {exc!r}"))
