@@ -7,7 +7,7 @@ PORT ?= 8288
 # An app whose functions run in the server's process, e.g. `make run APP=examples.shop:hw`.
 APP ?=
 
-.PHONY: run test lint typecheck pytest bench install install-dev format clean
+.PHONY: run test lint typecheck pytest bench bench-http install install-dev format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ format: install-dev
 bench: install-dev
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+## Runs over HTTP: a 3-step function served by the official Python SDK and by hw.serve()
+bench-http: install-dev
+	$(BIN)/python bench/http_runs.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
