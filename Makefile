@@ -7,7 +7,7 @@ PORT ?= 8288
 # An app whose functions run in the server's process, e.g. `make run APP=examples.shop:hw`.
 APP ?=
 
-.PHONY: run test lint typecheck pytest bench bench-ingest bench-flow bench-queue install install-dev format clean
+.PHONY: run test lint typecheck pytest bench bench-ingest bench-flow bench-queue bench-http install install-dev format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ format: install-dev
 	$(BIN)/ruff format src tests bench examples
 
 ## Load benchmarks (not part of `make test`); figures go in the README's performance table
-bench: bench-ingest bench-flow bench-queue
+bench: bench-ingest bench-flow bench-queue bench-http
 
 bench-ingest: install-dev
 	command -v wrk >/dev/null || apt-get install -y wrk
@@ -59,6 +59,10 @@ bench-flow: install-dev
 ## A million delayed queue items: idle CPU and run latency against an empty queue
 bench-queue: install-dev
 	$(BIN)/python bench/queue_idle.py $(BENCH_ARGS)
+
+## Runs over HTTP: a 3-step function served by the official Python SDK and by hw.serve()
+bench-http: install-dev
+	$(BIN)/python bench/http_runs.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

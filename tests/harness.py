@@ -37,6 +37,9 @@ class RunningServer:
         production: bool = False,
         env: Mapping[str, str] | None = None,
         extra_args: list[str] | None = None,
+        discovery: bool = False,
+        signing_key: str = SIGNING_KEY,
+        signing_key_fallback: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.db_url = db_url
@@ -48,6 +51,11 @@ class RunningServer:
             self.env.setdefault("HEADWATER_ENCRYPTION_KEYS", ENCRYPTION_KEYS)
             self.env.setdefault("HEADWATER_BLIND_INDEX_KEY", BLIND_INDEX_KEY)
         self.extra_args = extra_args or []
+        #: Dev servers probe this machine's usual ports for apps; tests must not sync whatever
+        #: runs there, so discovery is off unless a test asks for it.
+        self.discovery = discovery
+        self.signing_key = signing_key
+        self.signing_key_fallback = signing_key_fallback
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
 
@@ -65,7 +73,11 @@ class RunningServer:
         if self.db_url:
             args += ["--db", self.db_url]
         if self.production:
-            args += ["--event-key", EVENT_KEY, "--signing-key", SIGNING_KEY]
+            args += ["--event-key", EVENT_KEY, "--signing-key", self.signing_key]
+            if self.signing_key_fallback:
+                args += ["--signing-key-fallback", self.signing_key_fallback]
+        elif not self.discovery:
+            args.append("--no-discovery")
         return args + self.extra_args
 
     def start(self, timeout: float = 20.0) -> RunningServer:

@@ -18,7 +18,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from headwater import __version__
-from headwater.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Mode, ServerSettings
+from headwater.config import (
+    DEFAULT_CALL_STATE_LIMIT_BYTES,
+    DEFAULT_DATA_DIR,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Mode,
+    ServerSettings,
+)
 from headwater.crypto import (
     KeyFile,
     KeyRing,
@@ -54,6 +61,8 @@ ENV_ENCRYPTION_KEYS = "HEADWATER_ENCRYPTION_KEYS"
 ENV_BLIND_INDEX_KEY = "HEADWATER_BLIND_INDEX_KEY"
 #: Base of the retry backoff (default 1 s); tests and impatient demos lower it.
 ENV_RETRY_BASE_MS = "HEADWATER_RETRY_BASE_MS"
+#: Calls to apps bigger than this many bytes leave the run's state for the SDK to fetch.
+ENV_CALL_STATE_LIMIT_BYTES = "HEADWATER_CALL_STATE_LIMIT_BYTES"
 _SIGNING_KEY = re.compile(r"^(signkey-\w+-)?([0-9a-fA-F]{2})+$")
 
 HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
@@ -124,6 +133,24 @@ def _retry_policy() -> RetryPolicy:
     return RetryPolicy(base_ms=int(base))
 
 
+def _discovery_ports(own_port: int) -> tuple[int, ...]:
+    from headwater.server.discovery import discovery_ports
+
+    try:
+        return discovery_ports(os.environ, exclude=[own_port])
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _call_state_limit() -> int:
+    value = os.environ.get(ENV_CALL_STATE_LIMIT_BYTES)
+    if value is None:
+        return DEFAULT_CALL_STATE_LIMIT_BYTES
+    if not value.isdigit() or int(value) < 1024:
+        raise _fail(f"{ENV_CALL_STATE_LIMIT_BYTES} must be a whole number of bytes, at least 1024")
+    return int(value)
+
+
 def _serve(
     settings: ServerSettings,
     keys: KeySource,
@@ -175,8 +202,17 @@ def dev(
             "synced at start and every 5 s. Repeat for several apps.",
         ),
     ] = None,
+    no_discovery: Annotated[
+        bool,
+        typer.Option(
+            "--no-discovery",
+            help="Do not probe this machine's usual ports (3000, 8000, 8080... or "
+            "HEADWATER_DISCOVERY_PORTS) for apps to sync.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a dev server: any event key accepted, open API, loopback by default."""
+    """Run a dev server: any event key accepted, open API, loopback by default; apps serving
+    functions on this machine's usual ports and paths are found and synced."""
     for url in sdk_url or []:
         if not url.startswith(("http://", "https://")):
             raise _fail(f"--sdk-url {url!r} must be an http(s) URL")
@@ -188,6 +224,8 @@ def dev(
         db_url=db,
         retry=_retry_policy(),
         app_urls=tuple(sdk_url or ()),
+        discovery_ports=() if no_discovery else _discovery_ports(port),
+        call_state_limit_bytes=_call_state_limit(),
     )
     functions = _load_functions(app_target)
     keys: KeySource | None = _production_keys()
@@ -255,6 +293,7 @@ def start(
         signing_key=signing_key,
         signing_key_fallback=signing_key_fallback,
         retry=_retry_policy(),
+        call_state_limit_bytes=_call_state_limit(),
     )
     _serve(settings, keys, log_level, _load_functions(app_target))
 

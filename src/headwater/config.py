@@ -12,6 +12,8 @@ from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8288
 DEFAULT_DATA_DIR = Path(".headwater")
+#: Inngest's: 4 MiB of run state, less 1 KiB for the rest of the call (PROTOCOL §3.3).
+DEFAULT_CALL_STATE_LIMIT_BYTES = 4 * 1024 * 1024 - 1024
 
 
 class Mode(StrEnum):
@@ -35,6 +37,10 @@ class ServerSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Apps to sync at start and every few seconds (`headwater dev -u URL`), PROTOCOL §3.2.
     app_urls: tuple[str, ...] = ()
+    #: Ports probed for apps on this machine (`headwater dev` without --no-discovery), §4.1.
+    discovery_ports: tuple[int, ...] = ()
+    #: A call to an app bigger than this leaves the run's state for the SDK to fetch (`use_api`).
+    call_state_limit_bytes: int = DEFAULT_CALL_STATE_LIMIT_BYTES
 
     @property
     def database_url(self) -> str:

@@ -21,16 +21,16 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.official_sdks import InstalledSdk, tail
 from tests.harness import RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-INSTALL_TIMEOUT_S = 300
 SCRIPT_TIMEOUT_S = 60
 RESULT_PREFIX = "RESULT "
 
@@ -89,87 +89,6 @@ FIXED_TS = 1_684_274_328_198
 FIXED_V = "2024-05-15.1"
 
 
-# -- installing the SDKs -------------------------------------------------------------------------
-
-
-def _unavailable(message: str) -> NoReturn:
-    """Skip locally; in CI the SDK tests must run, so a missing registry or tool is a failure."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set: the official-SDK tests must run)")
-    pytest.skip(f"{message}; official-SDK tests skipped (they fail instead when CI is set)")
-
-
-def _tail(text: str, lines: int = 12) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-@dataclass(frozen=True)
-class InstalledSdk:
-    language: str  # "ts" or "py"
-    version: str
-    folder: Path
-
-
-@pytest.fixture(scope="session")
-def inngest_js(tmp_path_factory: pytest.TempPathFactory) -> InstalledSdk:
-    """npm `inngest@4`, installed once per session; send.mjs sits next to its node_modules."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _unavailable("node and npm are needed to install the npm package `inngest`")
-    folder = tmp_path_factory.mktemp("inngest-js")
-    # A package.json of its own, so npm installs here rather than in some enclosing project.
-    (folder / "package.json").write_text('{"name": "headwater-e2e", "private": true}\n')
-    command = [npm, "install", "--no-save", "--no-audit", "--no-fund", "inngest@4"]
-    try:
-        done = subprocess.run(
-            command,
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        _unavailable(f"`npm install inngest@4` took over {INSTALL_TIMEOUT_S}s")
-    if done.returncode != 0:
-        _unavailable(
-            f"`npm install inngest@4` failed (is the npm registry reachable?):\n"
-            f"{_tail(done.stdout + done.stderr)}"
-        )
-    manifest = json.loads((folder / "node_modules" / "inngest" / "package.json").read_text())
-    version = str(manifest["version"])
-    assert version.startswith("4."), f"npm gave inngest {version}, not a 4.x release"
-    (folder / "send.mjs").write_text(NODE_SEND_SCRIPT)
-    return InstalledSdk("ts", version, folder)
-
-
-@pytest.fixture(scope="session")
-def inngest_py(tmp_path_factory: pytest.TempPathFactory) -> InstalledSdk:
-    """PyPI `inngest` (latest), installed once per session with pip --target (not into the venv)."""
-    folder = tmp_path_factory.mktemp("inngest-py")
-    target = folder / "site"
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target)]
-    try:
-        done = subprocess.run(
-            [*command, "inngest"],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        _unavailable(f"`pip install inngest` took over {INSTALL_TIMEOUT_S}s")
-    if done.returncode != 0:
-        _unavailable(
-            f"`pip install inngest` failed (is PyPI reachable?):\n{_tail(done.stdout + done.stderr)}"
-        )
-    versions = [p.name for p in target.glob("inngest-*.dist-info")]
-    assert len(versions) == 1, f"expected one inngest dist-info in {target}, found {versions}"
-    version = versions[0].removeprefix("inngest-").removesuffix(".dist-info")
-    (folder / "send.py").write_text(PYTHON_SEND_SCRIPT)
-    return InstalledSdk("py", version, folder)
-
-
 # -- running the SDKs ----------------------------------------------------------------------------
 
 
@@ -179,7 +98,7 @@ def _child_env(inngest_env: Mapping[str, str], sdk: InstalledSdk) -> dict[str, s
     env.update(inngest_env)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     if sdk.language == "py":
-        env["PYTHONPATH"] = str(sdk.folder / "site")
+        env["PYTHONPATH"] = sdk.python_path
     return env
 
 
@@ -203,8 +122,10 @@ class SendRun:
 def run_sdk(sdk: InstalledSdk, cases: Mapping[str, Any], inngest_env: Mapping[str, str]) -> SendRun:
     """Send each case's payload with the SDK in a child process; returns ids or error per case."""
     if sdk.language == "ts":
+        (sdk.folder / "send.mjs").write_text(NODE_SEND_SCRIPT)
         command = [shutil.which("node") or "node", "send.mjs"]
     else:
+        (sdk.folder / "send.py").write_text(PYTHON_SEND_SCRIPT)
         command = [sys.executable, "send.py"]
     started_ms = time.time_ns() // 1_000_000
     done = subprocess.run(
@@ -221,7 +142,7 @@ def run_sdk(sdk: InstalledSdk, cases: Mapping[str, Any], inngest_env: Mapping[st
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     assert done.returncode == 0 and lines, (
         f"{sdk.language} SDK {sdk.version} script failed ({done.returncode}):\n"
-        f"stdout:\n{_tail(done.stdout)}\nstderr:\n{_tail(done.stderr)}"
+        f"stdout:\n{tail(done.stdout)}\nstderr:\n{tail(done.stderr)}"
     )
     return SendRun(json.loads(lines[-1][len(RESULT_PREFIX) :]), started_ms, finished_ms)
 

@@ -18,6 +18,7 @@ import pytest
 
 from headwater.engine.drivers.http import (
     HttpDriver,
+    UseApi,
     call_url,
     canonical_json,
     parse_reply,
@@ -233,3 +234,56 @@ async def test_parallel_steps_are_run_one_by_one_then_discovered(sdk: str) -> No
 
 def _fields(function: Any) -> dict[str, Any]:
     return {name: getattr(function, name) for name in function.__slots__}
+
+
+def test_use_api_leaves_out_the_steps_then_the_events() -> None:
+    event = {"name": "a/b", "data": {"pad": "p" * 100}, "id": "01H", "ts": 5}
+    request = CallRequest(
+        "f", event, [event], {"h1": {"data": 1}}, CallContext("run", 0, 5, ["h1"])
+    )
+    steps_only = request_body(request, use_api=UseApi.STEPS)
+    assert steps_only["steps"] == {} and steps_only["events"] == [steps_only["event"]]
+    assert steps_only["use_api"] is True and steps_only["ctx"]["use_api"] is True
+    # The order of the steps still travels: the SDK replays them in it.
+    assert steps_only["ctx"]["stack"] == {"stack": ["h1"], "current": 1}
+    both = request_body(request, use_api=UseApi.STEPS_AND_EVENTS)
+    assert both["steps"] == {} and both["events"] == []
+    assert both["event"]["data"] == event["data"]  # the trigger event is always sent
+    assert both["use_api"] is True
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (1_000_000, "inline"),  # everything fits
+        (900, "steps"),  # without the 600-byte memo it fits
+        (300, "steps and events"),  # only the event is left
+    ],
+)
+async def test_the_driver_says_use_api_when_a_call_exceeds_the_limit(
+    limit: int, expected: str
+) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(orjson.loads(request.content))
+        return httpx.Response(200, headers={"X-Inngest-SDK": "inngest-py:v0.5.19"}, content=b"1")
+
+    event = {"name": "a/b", "data": {"pad": "p" * 150}, "id": "01H", "ts": 5}
+    request = CallRequest(
+        "app-f", event, [event], {"h1": {"data": "x" * 600}}, CallContext("run", 0, 5, ["h1"])
+    )
+    function = define_function("app", lambda ctx: None, id="f", triggers=[EventTrigger("a/b")])
+    function = type(function)(**{**_fields(function), "url": "http://app/api/inngest"})
+    driver = HttpDriver(
+        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)), state_limit_bytes=limit
+    )
+    try:
+        response = await driver.call(function, request, None)
+    finally:
+        await driver.aclose()
+    assert response.done and response.output == 1
+    [body] = bodies
+    shape = "inline" if not body["use_api"] else ("steps" if body["events"] else "steps and events")
+    assert shape == expected
+    assert body["ctx"]["use_api"] is body["use_api"]

@@ -24,6 +24,7 @@ from headwater.engine.event_log import EventLog
 from headwater.engine.flow_planning import plan_flow
 from headwater.engine.outcomes import FINISHED, INVOKED, RunOutcomes
 from headwater.engine.registry import FunctionRegistry
+from headwater.engine.run_state import load_run_state
 from headwater.engine.triggers import event_wire
 from headwater.errors import ExpressionError, StepLimitError
 from headwater.expr import compile_expression
@@ -51,7 +52,7 @@ from headwater.store.runs import (
     WaitKind,
     WaitRecord,
 )
-from headwater.types import JSON, JSONObject, Millis
+from headwater.types import JSONObject, Millis
 
 if TYPE_CHECKING:
     from headwater.engine.waits import WaitMatcher
@@ -169,21 +170,8 @@ class Executor:
     async def _request(
         self, run: RunRecord, item: QueueItem, max_attempts: int
     ) -> tuple[CallRequest, int]:
-        events: list[JSONObject] = []
-        for event_id in run.event_ids:
-            stored = await self.event_log.get(event_id)
-            if stored is not None:
-                events.append(stored.wire())
-        now = now_ms()
-        steps: dict[str, JSON] = {}
-        stack: list[str] = []
-        state_bytes = 0
-        for step in await self.store.list_steps(run.run_id):
-            if step.ended_at > now:  # a sleep still running: not done yet
-                continue
-            steps[step.step_id] = orjson.loads(step.memo_json)
-            stack.append(step.step_id)
-            state_bytes += len(step.memo_json)
+        state = await load_run_state(self.store, self.event_log, run, now_ms())
+        events, steps, stack = state.events, state.steps, state.stack
         request = CallRequest(
             function_id=run.function_id,
             event=events[0] if events else {},
@@ -193,7 +181,7 @@ class Executor:
                 run_id=run.run_id, attempt=item.attempt, max_attempts=max_attempts, stack=stack
             ),
         )
-        return request, state_bytes
+        return request, state.state_bytes
 
     def _check_limits(self, steps: int, output_bytes: int, state_bytes: int) -> None:
         if steps > self.limits.max_steps:

@@ -18,18 +18,21 @@ from headwater.engine.drivers.http import HttpDriver
 from headwater.engine.drivers.inprocess import InProcessDriver
 from headwater.engine.event_log import EventLog
 from headwater.engine.executor import Executor, Limits
-from headwater.engine.outcomes import RunOutcomes
+from headwater.engine.outcomes import INVOKED, RunOutcomes
 from headwater.engine.registry import FunctionRegistry
 from headwater.engine.triggers import RunPlanner
 from headwater.engine.waits import WaitMatcher
 from headwater.engine.worker import Worker
 from headwater.flow.retry import RetryPolicy
-from headwater.protocol.events import DEFAULT_LIMITS, EventLimits
-from headwater.protocol.ids import new_ulid
+from headwater.protocol.events import DEFAULT_LIMITS, EventLimits, NormalizedEvent
+from headwater.protocol.ids import IdSeed, new_ulid
 from headwater.protocol.steps import CallRequest, CallResponse
+from headwater.randomness import random_bytes
 from headwater.sdk.execution import Checkpoint, EventSender
 from headwater.sdk.functions import FunctionDefinition
 from headwater.store import EventRecord, Store
+from headwater.store.runs import NewRun
+from headwater.types import JSONObject
 
 DEFAULT_LEASE_MS = 30_000
 WATCHED_NAMES_REFRESH_S = 2.0
@@ -152,6 +155,31 @@ class Engine:
     def _wake(self) -> None:
         if self.worker is not None:
             self.worker.wake()
+
+    async def invoke(self, slug: str, data: JSONObject) -> str:
+        """Start a run of the function `slug` with `data` as its event's data, as `POST
+        /invoke/{slug}` does (PROTOCOL §1.1): an `inngest/function.invoked` event naming the
+        function in `data._inngest.fn_id`. Nobody waits for the result. Returns the event's
+        internal id; LookupError if no function has that slug."""
+        if self.registry.get(slug) is None:
+            raise LookupError(f"no function {slug!r} is registered")
+        now = now_ms()
+        invoked = NormalizedEvent(
+            name=INVOKED,
+            data={**data, "_inngest": {"fn_id": slug}},
+            user={},
+            id=None,
+            ts=now,
+            v=None,
+            meta=None,
+        )
+        seed = IdSeed(now, random_bytes(10))
+
+        def run_of(records: Sequence[EventRecord]) -> list[NewRun]:
+            return [NewRun(new_ulid(), slug, (records[0].internal_id,), now, now)]
+
+        await self.event_log.append_system([invoked], run_of, seed=seed)
+        return seed.ulid(1)
 
     # -- apps synced over the Inngest protocol -----------------------------------------------------
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterable
 
 from starlette.applications import Starlette
@@ -26,6 +28,7 @@ from headwater.server.openapi import openapi_document
 from headwater.server.responses import json_response
 from headwater.server.rest import rest_routes
 from headwater.server.runs_api import runs_routes
+from headwater.server.sdk_api import sdk_routes
 from headwater.server.sync_api import AppSyncer, sync_routes
 from headwater.store import Store, open_store
 
@@ -55,6 +58,19 @@ def _prepare_gc_for_serving() -> None:
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, _GC_GEN0_THRESHOLD), gen1, gen2)
+
+
+def _skip_missing_sniffio() -> None:
+    """Make httpcore's per-request `import sniffio` fail fast when sniffio is not installed.
+
+    httpcore asks `sniffio` which async library runs on every request, inside a try/except
+    ImportError; without the package each call searches sys.path again (a failed import is not
+    cached): bench/http_runs.py profiled a quarter of the server's time there, in the HTTP driver's
+    calls to apps. A `None` entry in sys.modules makes that import fail at once; httpcore then
+    assumes asyncio, which is what serves here. Nothing changes where sniffio is installed.
+    """
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 class HeadwaterApp(IngestASGI):
@@ -111,6 +127,7 @@ def create_app(
         await store.open()
         await engine.start()
         await syncer.start()
+        _skip_missing_sniffio()
         _prepare_gc_for_serving()
         log.info(
             "Headwater %s (%s mode) storing in %s",
@@ -136,6 +153,7 @@ def create_app(
         *rest_routes(event_log),
         *runs_routes(store, event_log, engine.outcomes),
         *sync_routes(syncer),
+        *sdk_routes(engine),
     ]
     middleware = [
         Middleware(ServerKindHeader, kind=settings.server_kind),
@@ -147,7 +165,9 @@ def create_app(
         ),
     ]
     if production:
-        middleware.append(Middleware(RequireSigningKey, keys=signing_keys, prefixes=("/v1/",)))
+        # /v0/ and /invoke/ too: run state and invocations are the signing key's business.
+        prefixes = ("/v1/", "/v0/", "/invoke/")
+        middleware.append(Middleware(RequireSigningKey, keys=signing_keys, prefixes=prefixes))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.event_log = event_log
     app.state.engine = engine

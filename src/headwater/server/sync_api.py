@@ -5,7 +5,8 @@
   which the TS SDK uses as its own reply status).
 - `PUT /v1/apps/sync {url}`: ask the app at `url` to register (the server PUTs its URL, the SDK
   then POSTs /fn/register here); `GET /v1/apps`: the synced apps and their functions.
-- `AppSyncer`: those PUTs, and the re-sync every 5 s of the apps given to `headwater dev -u URL`.
+- `AppSyncer`: those PUTs, and the re-sync every 5 s of the apps given to `headwater dev -u URL`
+  and of those found on this machine (server/discovery.py), probed again on every round.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from headwater.engine.drivers.http import canonical_json, signature
 from headwater.engine.runtime import Engine
 from headwater.errors import FunctionDefinitionError, StoreError
 from headwater.server.auth import SigningKeys
+from headwater.server.discovery import discover
 from headwater.server.responses import api_data, api_error, json_response
 from headwater.store.apps import AppFunctionRecord, AppRecord
 
@@ -47,6 +49,21 @@ def register_error(status: int, message: str) -> Response:
     return json_response({"error": message, "data": None, "status": status}, status)
 
 
+def sync_problem(status: int, reply: Any) -> str | None:
+    """What went wrong with a sync, from the app's reply to the PUT; None if it registered.
+
+    The TS SDK answers with the register call's status; the Python SDK answers 200 and passes on
+    the server's reply, so a refused register shows only in the body (`{"error", "status"}`).
+    """
+    body = reply if isinstance(reply, dict) else {}
+    inner = body.get("status")
+    if status >= 300 or (isinstance(inner, int) and inner >= 300) or body.get("error"):
+        message = body.get("error") or body.get("message") or reply
+        shown = inner if isinstance(inner, int) and inner >= 300 else status
+        return f"answered {shown}: {message}"
+    return None
+
+
 class AppSyncer:
     """Asks apps to sync (PROTOCOL §3.2 step 1) and keeps the `-u` apps synced."""
 
@@ -54,15 +71,21 @@ class AppSyncer:
         self.engine = engine
         self.settings = settings
         self.urls: tuple[str, ...] = settings.app_urls
+        #: Apps found by discovery; kept, like Inngest's dev server keeps them, once found.
+        self.discovered: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
+        #: One client for every PUT: making one loads the CA bundle (~30 ms of CPU).
+        self._client: httpx.AsyncClient | None = None
         # The HTTP driver signs its calls with the server's key and names its kind (the engine is
         # built before the settings reach it).
         engine.http_driver.configure(
-            signing_key=settings.signing_key, server_kind=settings.server_kind
+            signing_key=settings.signing_key,
+            server_kind=settings.server_kind,
+            state_limit_bytes=settings.call_state_limit_bytes,
         )
 
     async def start(self) -> None:
-        if self.urls:
+        if self.urls or self.settings.discovery_ports:
             self._task = asyncio.create_task(self._poll(), name="headwater-app-sync")
 
     async def stop(self) -> None:
@@ -71,6 +94,9 @@ class AppSyncer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     async def sync(self, url: str) -> tuple[int, Any]:
         """PUT `url` as Inngest's dev server does; the SDK's reply status and JSON body (or
@@ -82,8 +108,9 @@ class AppSyncer:
         }
         if self.settings.signing_key:
             headers["X-Inngest-Signature"] = signature(body, self.settings.signing_key)
-        async with httpx.AsyncClient(timeout=SYNC_TIMEOUT_S, trust_env=False) as client:
-            reply = await client.put(url, content=body, headers=headers)
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=SYNC_TIMEOUT_S, trust_env=False)
+        reply = await self._client.put(url, content=body, headers=headers)
         try:
             return reply.status_code, orjson.loads(reply.content)
         except orjson.JSONDecodeError:
@@ -93,11 +120,13 @@ class AppSyncer:
         await asyncio.sleep(FIRST_SYNC_DELAY_S)
         failing: set[str] = set()
         while True:
-            for url in self.urls:
+            if self.settings.discovery_ports:
+                await self._discover()
+            for url in dict.fromkeys([*self.urls, *self.discovered]):
                 try:
                     status, reply = await self.sync(url)
-                    ok = status < 300
-                    problem = f"HTTP {status}: {reply}"
+                    problem = sync_problem(status, reply)
+                    ok = problem is None
                 except httpx.HTTPError as exc:
                     ok, problem = False, repr(exc)
                 # Log a change of state only: the poll runs every few seconds.
@@ -108,6 +137,17 @@ class AppSyncer:
                     log.info("the app at %s synced again", url)
                     failing.discard(url)
             await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def _discover(self) -> None:
+        try:
+            found = await discover(self.settings.discovery_ports)
+        except OSError as exc:  # e.g. out of file descriptors: try again next round
+            log.warning("probing for apps failed: %r", exc)
+            return
+        for url in found:
+            if url not in self.discovered:
+                log.info("found an app at %s", url)
+                self.discovered[url] = None
 
 
 def sync_routes(syncer: AppSyncer) -> list[Route]:
@@ -178,13 +218,9 @@ def sync_routes(syncer: AppSyncer) -> list[Route]:
             status, reply = await syncer.sync(url)
         except httpx.HTTPError as exc:
             return api_error(502, f"cannot reach the app at {url}: {exc!r}", "app_unreachable")
-        if status >= 300:
-            message = (
-                reply.get("message") or reply.get("error") if isinstance(reply, dict) else None
-            )
-            return api_error(
-                502, f"the app at {url} answered {status}: {message or reply}", "sync_failed"
-            )
+        problem = sync_problem(status, reply)
+        if problem is not None:
+            return api_error(502, f"the app at {url} {problem}", "sync_failed")
         return api_data({"url": url, "status": status, "reply": reply})
 
     async def list_apps(_: Request) -> Response:

@@ -21,8 +21,10 @@ Never sent: `ctx.fn_id` and `ctx.qi_id`. Their presence switches the TS SDK v4 t
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import time
+import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -34,6 +36,7 @@ import orjson
 import rfc8785
 
 from headwater.clock import now_ms
+from headwater.config import DEFAULT_CALL_STATE_LIMIT_BYTES
 from headwater.protocol.steps import (
     CallRequest,
     CallResponse,
@@ -51,6 +54,10 @@ log = logging.getLogger("headwater.drivers.http")
 #: Inngest's longest call (`MaxFunctionTimeout`).
 CALL_TIMEOUT_S: Final = 2 * 3600.0
 CONNECT_TIMEOUT_S: Final = 10.0
+#: Client pools of the calls to apps, and each pool's limits (see `HttpDriver.client_for`).
+CLIENT_SHARDS: Final = 8
+CLIENT_MAX_CONNECTIONS: Final = 64
+CLIENT_KEEPALIVE_CONNECTIONS: Final = 8
 #: Calls one execution may make before handing back to the queue (a safety bound on loops of
 #: checkpointed steps; the engine's step limits apply too).
 MAX_CALLS_PER_EXECUTION: Final = 200
@@ -60,6 +67,17 @@ _RETRY_AFTER_MAX_MS: Final = 86_400_000
 DISCOVERY_STEP: Final = "step"
 UNKNOWN_REQUEST_VERSION: Final = -1
 SDK_REQUEST_VERSION: Final = 2
+#: A call body bigger than this leaves out the memoized steps, then also the events, and says
+#: `use_api`: the SDK fetches them (both official SDKs do; see tests/served_apps.py).
+DEFAULT_STATE_LIMIT_BYTES: Final = DEFAULT_CALL_STATE_LIMIT_BYTES
+
+
+class UseApi(enum.Enum):
+    """What a call leaves for the SDK to fetch from `/v0/runs/{id}/actions|batch` (§3.3)."""
+
+    NO = "no"
+    STEPS = "steps"
+    STEPS_AND_EVENTS = "steps and events"
 
 
 # -- the request ---------------------------------------------------------------------------------
@@ -87,24 +105,29 @@ def request_body(
     attempt: int | None = None,
     disable_immediate_execution: bool = False,
     sdk_answered: bool = False,
+    use_api: UseApi = UseApi.NO,
 ) -> JSONObject:
     """The call body of PROTOCOL §3.3, with every field the Python SDK requires (top-level
     `use_api`; `ctx.attempt`, `disable_immediate_execution`, `run_id`, `stack`, `max_attempts`).
     `steps`/`stack`/`attempt` override the request's own (after steps checkpointed in this
-    execution); `sdk_answered` says an earlier call of this execution got a reply."""
+    execution); `sdk_answered` says an earlier call of this execution got a reply; `use_api`
+    leaves out the steps (and the events) that the SDK then fetches from /v0/runs/{id}/..."""
     memos = dict(request.steps if steps is None else steps)
     attempt = request.ctx.attempt if attempt is None else attempt
     order: list[JSON] = list(request.ctx.stack if stack is None else stack)
+    fetched = use_api is not UseApi.NO
+    events: list[JSON] = [wire_event(event) for event in request.events]
+    events = events or [wire_event(request.event)]
     return {
         "event": wire_event(request.event),
-        "events": [wire_event(event) for event in request.events] or [wire_event(request.event)],
-        "steps": memos,
+        "events": [] if use_api is UseApi.STEPS_AND_EVENTS else events,
+        "steps": {} if fetched else memos,
         "ctx": {
             "run_id": request.ctx.run_id,
             "attempt": attempt,
             "max_attempts": request.ctx.max_attempts,
             "disable_immediate_execution": disable_immediate_execution,
-            "use_api": False,
+            "use_api": fetched,
             "stack": {"stack": order, "current": len(order)},
         },
         # The execution version: -1 ("unknown") on a run's first call, then the SDK's
@@ -113,7 +136,7 @@ def request_body(
         "version": (
             SDK_REQUEST_VERSION if memos or attempt > 0 or sdk_answered else UNKNOWN_REQUEST_VERSION
         ),
-        "use_api": False,
+        "use_api": fetched,
     }
 
 
@@ -267,30 +290,52 @@ class HttpDriver:
         signing_key: str | None = None,
         server_kind: str = "dev",
         client: httpx.AsyncClient | None = None,
+        state_limit_bytes: int = DEFAULT_STATE_LIMIT_BYTES,
     ) -> None:
         self.signing_key = signing_key
         self.server_kind = server_kind
+        self.state_limit_bytes = state_limit_bytes
         #: Made on first use (in the serving event loop); tests pass one with a mock transport.
-        self._client = client
+        self._clients: list[httpx.AsyncClient] = [client] if client is not None else []
 
-    def configure(self, *, signing_key: str | None, server_kind: str) -> None:
+    def configure(
+        self,
+        *,
+        signing_key: str | None,
+        server_kind: str,
+        state_limit_bytes: int = DEFAULT_STATE_LIMIT_BYTES,
+    ) -> None:
         """Set what the server's settings say (the engine is built before them)."""
         self.signing_key = signing_key
         self.server_kind = server_kind
+        self.state_limit_bytes = state_limit_bytes
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                trust_env=False,  # apps are reached directly, never through a proxy
-            )
-        return self._client
+    def client_for(self, run_id: str) -> httpx.AsyncClient:
+        """The client of a run's calls: one of CLIENT_SHARDS, each with its own small pool.
+
+        httpcore's pool does work quadratic in its connections on every request (it counts the
+        idle ones once per connection, and polls each for expiry): with the 64 calls in flight
+        of a busy engine, one pool of 64+ connections cost more CPU than the rest of the
+        server (bench/http_runs.py). Pools of a few connections each keep that small; a run's
+        calls stay on one pool, so its connection is reused from step to step.
+        """
+        if not self._clients:
+            self._clients = [
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                    limits=httpx.Limits(
+                        max_connections=CLIENT_MAX_CONNECTIONS,
+                        max_keepalive_connections=CLIENT_KEEPALIVE_CONNECTIONS,
+                    ),
+                    trust_env=False,  # apps are reached directly, never through a proxy
+                )
+                for _ in range(CLIENT_SHARDS)
+            ]
+        return self._clients[zlib.crc32(run_id.encode()) % len(self._clients)]
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        clients, self._clients = self._clients, []
+        for client in clients:
             await client.aclose()
 
     async def call(
@@ -363,16 +408,21 @@ class HttpDriver:
         answered: bool,
     ) -> CallResponse:
         assert function.url is not None
-        body = canonical_json(
-            request_body(
-                request,
-                steps=steps,
-                stack=stack,
-                attempt=attempt,
-                disable_immediate_execution=forced,
-                sdk_answered=answered,
+        body = b""
+        for use_api in UseApi:
+            body = canonical_json(
+                request_body(
+                    request,
+                    steps=steps,
+                    stack=stack,
+                    attempt=attempt,
+                    disable_immediate_execution=forced,
+                    sdk_answered=answered,
+                    use_api=use_api,
+                )
             )
-        )
+            if len(body) <= self.state_limit_bytes:
+                break
         headers = {
             "Content-Type": "application/json",
             "X-Inngest-Server-Kind": self.server_kind,
@@ -386,7 +436,8 @@ class HttpDriver:
             headers["X-Inngest-Signature"] = signature(body, self.signing_key)
         url = call_url(function.url, function.slug, step_id)
         try:
-            reply = await self.client.post(url, content=body, headers=headers)
+            client = self.client_for(request.ctx.run_id)
+            reply = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             log.info("calling %s failed: %s", url, exc)
             return CallResponse(error=FunctionError("HTTPError", f"calling {url} failed: {exc!r}"))

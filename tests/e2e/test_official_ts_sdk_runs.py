@@ -1,0 +1,137 @@
+"""Functions served over HTTP by the official Inngest TypeScript SDK run on a Headwater dev server.
+
+npm `inngest@4` (latest 4.x) is installed once per session into a temporary folder (the
+`inngest_js` fixture of tests/e2e/conftest.py); a plain `node:http` server serving the functions
+below through `inngest/node` runs under node with `INNGEST_DEV=<server url>`, as a user's app
+would. The server syncs it with `-u <app url>`, and the scenarios of tests/served_apps.py run.
+
+TS SDK v4 checkpoints (POSTs steps to /v1/checkpoint/{runId}/async) whenever the call carries
+`ctx.fn_id`; Headwater never sends it (PROTOCOL §3.9), so these runs also prove the plain 206 flow
+works with the real package: a step per call, parallel steps planned and run by targeted calls.
+
+Without node, npm or the registry the tests skip locally and fail in CI.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.official_sdks import InstalledSdk, unavailable
+from tests.served_apps import ServedApp, ServedAppScenarios, served_app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+APP_ID = "hw-e2e-ts"
+
+TS_APP = """\
+import http from "node:http";
+import { appendFileSync } from "node:fs";
+import { Inngest, NonRetriableError } from "inngest";
+import { serve } from "inngest/node";
+
+const inngest = new Inngest({ id: "hw-e2e-ts" });
+const trace = (line) => appendFileSync(process.env.TRACE, line + "\\n");
+
+const child = inngest.createFunction(
+  { id: "child", triggers: [{ event: "app/child" }] },
+  async ({ event }) => ({ child_got: event.data.n }),
+);
+
+const steps = inngest.createFunction(
+  { id: "steps", retries: 2, triggers: [{ event: "app/steps" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    const a = await step.run("a", () => {
+      trace(`steps:a:${attempt}:${token}`);
+      return { greeting: "hello " + token };
+    });
+    await step.sleep("s", "1s");
+    const waited = await step.waitForEvent("w", {
+      event: "app/approved",
+      if: "async.data.token == event.data.token",
+      timeout: "1m",
+    });
+    const sent = await step.sendEvent("e", { name: "app/followup", data: { token } });
+    const invoked = await step.invoke("i", { function: child, data: { n: 7 } });
+    return { a, w: waited ? waited.data : null, sent: sent.ids, invoked };
+  },
+);
+
+const flaky = inngest.createFunction(
+  { id: "flaky", retries: 1, triggers: [{ event: "app/flaky" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    const boom = await step.run("boom", () => {
+      trace(`flaky:boom:${attempt}:${token}`);
+      if (attempt === 0) throw new Error("boom on attempt 0");
+      return "recovered";
+    });
+    return { boom };
+  },
+);
+
+const fatal = inngest.createFunction(
+  { id: "fatal", triggers: [{ event: "app/fatal" }] },
+  async ({ event, attempt }) => {
+    trace(`fatal:body:${attempt}:${event.data.token}`);
+    throw new NonRetriableError("do not retry me");
+  },
+);
+
+const parallel = inngest.createFunction(
+  { id: "parallel", triggers: [{ event: "app/parallel" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    return Promise.all([
+      step.run("p1", () => { trace(`parallel:p1:${attempt}:${token}`); return "one"; }),
+      step.run("p2", () => { trace(`parallel:p2:${attempt}:${token}`); return "two"; }),
+    ]);
+  },
+);
+
+const big = inngest.createFunction(
+  { id: "big", triggers: [{ event: "app/big" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    const x = await step.run("x", () => {
+      trace(`big:x:${attempt}:${token}`);
+      return "x".repeat(event.data.size);
+    });
+    const y = await step.run("y", () => { trace(`big:y:${attempt}:${token}`); return x.length; });
+    return { x: x.length, y, pad: event.data.pad.length };
+  },
+);
+
+const functions = [child, steps, flaky, fatal, parallel, big];
+const handler = serve({ client: inngest, functions });
+http.createServer(handler).listen(Number(process.env.PORT), "127.0.0.1");
+"""
+
+
+@pytest.fixture(scope="module")
+def served(
+    inngest_js: InstalledSdk,
+    module_server_db_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServedApp]:
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node is needed to run the TypeScript app")
+    (inngest_js.folder / "ts_app.mjs").write_text(TS_APP)
+    with served_app(
+        data_dir=tmp_path_factory.mktemp("ts-sdk-runs"),
+        db_url=module_server_db_url,
+        app_id=APP_ID,
+        sdk_prefix="js:v4.",
+        app_command=[node, "ts_app.mjs"],
+        app_cwd=inngest_js.folder,
+        app_env={"INNGEST_DEV": "{server}"},
+    ) as app:
+        yield app
+
+
+class TestOfficialTypeScriptSdk(ServedAppScenarios):
+    """The scenarios of tests/served_apps.py, served by npm `inngest` 4.x under node:http."""
