@@ -23,6 +23,7 @@ from headwater.server.auth import EventKeys, SigningKeys
 from headwater.server.ingest import IngestASGI, IngestCore, make_ingest_endpoint
 from headwater.server.middleware import RequireSigningKey, ServerKindHeader
 from headwater.server.openapi import openapi_document
+from headwater.server.replay_api import replay_routes
 from headwater.server.responses import json_response
 from headwater.server.rest import rest_routes
 from headwater.server.runs_api import runs_routes
@@ -135,6 +136,7 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *rest_routes(event_log),
         *runs_routes(store, event_log, engine.outcomes),
+        *replay_routes(engine.replays),
         *sync_routes(syncer),
     ]
     middleware = [
