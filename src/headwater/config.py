@@ -35,6 +35,8 @@ class ServerSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Apps to sync at start and every few seconds (`headwater dev -u URL`), PROTOCOL §3.2.
     app_urls: tuple[str, ...] = ()
+    #: Accepted by the dashboard's login besides the signing key (production mode).
+    dashboard_password: str | None = field(default=None, repr=False)
 
     @property
     def database_url(self) -> str:

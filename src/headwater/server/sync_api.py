@@ -55,6 +55,8 @@ class AppSyncer:
         self.settings = settings
         self.urls: tuple[str, ...] = settings.app_urls
         self._task: asyncio.Task[None] | None = None
+        #: The last problem of each `-u` URL whose sync is failing (the dashboard shows them).
+        self.failures: dict[str, str] = {}
         # The HTTP driver signs its calls with the server's key and names its kind (the engine is
         # built before the settings reach it).
         engine.http_driver.configure(
@@ -101,6 +103,10 @@ class AppSyncer:
                 except httpx.HTTPError as exc:
                     ok, problem = False, repr(exc)
                 # Log a change of state only: the poll runs every few seconds.
+                if ok:
+                    self.failures.pop(url, None)
+                else:
+                    self.failures[url] = problem
                 if not ok and url not in failing:
                     log.warning("syncing the app at %s failed: %s", url, problem)
                     failing.add(url)
