@@ -97,6 +97,11 @@ class RunCounts:
         return self.count(status) >= COUNT_CAP
 
     @property
+    def approximate(self) -> bool:
+        """Whether a count reached the cap (so the total is a lower bound)."""
+        return any(count >= COUNT_CAP for count in self.by_status.values())
+
+    @property
     def total(self) -> int:
         return sum(self.by_status.values())
 
