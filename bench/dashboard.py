@@ -160,6 +160,17 @@ async def _migrate(path: Path) -> None:
     await store.close()
 
 
+def _cursor_in_the_middle(path: Path) -> str:
+    """The cursor of a page of runs half way back in time."""
+    connection = sqlite3.connect(path)
+    row = connection.execute(
+        "SELECT created_at, run_id FROM runs WHERE created_at < ? ORDER BY created_at DESC LIMIT 1",
+        (int(time.time() * 1000) - SPREAD_MS // 2,),
+    ).fetchone()
+    connection.close()
+    return f"{row[0]}.{row[1]}"
+
+
 def free_port() -> int:
     import socket
 
@@ -248,17 +259,24 @@ def main() -> None:
             "events": "/events",
             "events by name": "/events?name=dash/order.placed",
             "events in a window": f"/events?from={middle}",
+            "events 3 days ago": f"/events?to={middle}",
+            "events by name, 3 days ago": f"/events?name=dash/sleep&to={middle}",
             "event detail": f"/events/{event_id}",
             "runs": "/runs",
             "runs of a function": "/runs?function=dash-pipeline",
             "runs failed": "/runs?status=Failed",
             "runs of a function, failed": "/runs?function=dash-pipeline&status=Failed",
             "runs of a function, 3 days ago": f"/runs?function=dash-pipeline&to={middle}",
+            "runs 3 days ago": f"/runs?to={middle}",
+            "runs failed, 3 days ago": f"/runs?status=Failed&to={middle}",
+            "runs, older page": "/runs?cursor={cursor}",
             "run detail (timeline)": f"/runs/{run_id}",
             "apps & functions": "/apps",
             "function detail": "/functions/dash-pipeline",
             "replays": "/replays",
         }
+        cursor = _cursor_in_the_middle(path)
+        pages = {label: page.replace("{cursor}", cursor) for label, page in pages.items()}
         results = measure(base, pages, args.requests)
     finally:
         server.terminate()

@@ -7,15 +7,17 @@ import orjson
 import pytest
 
 from headwater.protocol.ids import new_ulid
-from headwater.store import Store
+from headwater.store import EventQuery, Store
 from headwater.store.queries import (
+    Cursor,
+    EventPage,
     ReplayJob,
     ReplayJobState,
     ReplayLink,
-    RunCursor,
     RunQuery,
 )
 from headwater.store.runs import RunStatus
+from tests.integration.test_store_contract import make_event
 from tests.integration.test_store_runs_contract import LEASE, T0, make_run, make_step
 
 
@@ -41,7 +43,7 @@ async def test_list_runs_pages_newest_first_without_gaps_or_repeats(store: Store
         cursor = query.next_cursor(page)
         if cursor is None:
             break
-        query = RunQuery(limit=3, cursor=RunCursor.parse(cursor.text()))
+        query = RunQuery(limit=3, cursor=Cursor.parse(cursor.text()))
     # Then every run comes once, newest first, ties broken by id
     created = {run_id: T0 + index for index, run_id in enumerate(ids)} | {same_ms.run_id: T0 + 5}
     assert seen == sorted(created, key=lambda run_id: (created[run_id], run_id), reverse=True)
@@ -161,7 +163,7 @@ async def test_replay_jobs_record_progress_until_they_end(store: Store) -> None:
     job = _job()
     await store.create_replay_job(job)
     assert await store.get_replay_job(job.job_id) == job
-    cursor = RunCursor(T0 + 7, new_ulid())
+    cursor = Cursor(T0 + 7, new_ulid())
     assert await store.record_replay_progress(job.job_id, 5, cursor, T0 + 1)
     progressed = await store.get_replay_job(job.job_id)
     assert progressed is not None
@@ -184,3 +186,30 @@ async def test_list_replay_jobs_newest_first(store: Store) -> None:
     await store.end_replay_job(first.job_id, ReplayJobState.FAILED, T0, "boom")
     failed = await store.get_replay_job(first.job_id)
     assert failed is not None and failed.error == "boom"
+
+
+async def test_list_events_received_pages_newest_received_first_in_a_window(store: Store) -> None:
+    # Given events received over time, two in the same millisecond, one a system event
+    events = [make_event("app/a", received_at=T0 + i) for i in range(5)]
+    events.append(make_event("app/b", received_at=T0 + 2))
+    events.append(make_event("inngest/function.finished", received_at=T0 + 3))
+    await store.append_events(events)
+    # When they are read two at a time in the window [T0 + 1, T0 + 4)
+    seen: list[str] = []
+    page = EventPage(EventQuery(limit=2, received_after=T0 + 1, received_before=T0 + 4))
+    while True:
+        records = await store.list_events_received(page)
+        seen += [record.internal_id for record in records]
+        cursor = page.next_cursor(records)
+        if cursor is None:
+            break
+        page = EventPage(page.filters, Cursor.parse(cursor.text()))
+    # Then each comes once, newest received first, system events left out
+    expected = sorted(
+        (e for e in events if T0 + 1 <= e.received_at < T0 + 4 and e.name.startswith("app/")),
+        key=lambda e: (e.received_at, e.internal_id),
+        reverse=True,
+    )
+    assert seen == [e.internal_id for e in expected]
+    named = await store.list_events_received(EventPage(EventQuery(name="app/b")))
+    assert [r.internal_id for r in named] == [events[5].internal_id]

@@ -22,7 +22,7 @@ from headwater.engine.registry import FunctionRegistry
 from headwater.errors import ReplayError
 from headwater.protocol.ids import new_ulid
 from headwater.store import Store
-from headwater.store.queries import ReplayJob, ReplayJobState, ReplayLink, RunCursor, RunQuery
+from headwater.store.queries import Cursor, ReplayJob, ReplayJobState, ReplayLink, RunQuery
 from headwater.store.runs import NewRun, RunRecord, RunStatus
 from headwater.types import Millis
 
@@ -164,7 +164,7 @@ class Replays:
                     await self.replay_run(run.run_id, job_id=job.job_id)
                     replayed += 1
                 if page:
-                    cursor = RunCursor(page[-1].created_at, page[-1].run_id)
+                    cursor = Cursor(page[-1].created_at, page[-1].run_id)
                     if not await self.store.record_replay_progress(
                         job.job_id, replayed, cursor, now_ms()
                     ):

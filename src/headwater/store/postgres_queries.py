@@ -8,6 +8,7 @@ from typing import Any, Final, Protocol
 
 from psycopg.abc import Params
 
+from headwater.store.base import EventRecord
 from headwater.store.postgres_runs import (
     _RUN_COLUMNS,
     _create_runs_ctes,
@@ -17,11 +18,12 @@ from headwater.store.postgres_runs import (
 from headwater.store.queries import (
     COUNT_CAP,
     REPLAY_JOB_COLUMNS,
+    Cursor,
+    EventPage,
     ReplayJob,
     ReplayJobState,
     ReplayLink,
     RunCounts,
-    RunCursor,
     RunQuery,
     replay_job_from_row,
     replay_job_params,
@@ -62,6 +64,17 @@ class _Plumbing(Protocol):
 
 
 class PostgresQueryVerbs:
+    async def list_events_received(self: _Plumbing, page: EventPage) -> list[EventRecord]:
+        # Imported here: postgres.py imports this module to build its store class.
+        from headwater.store.postgres import _SELECT_EVENT, _event_record
+
+        where, params = page.where("%s")
+        params.append(page.filters.limit)
+        rows = await self._fetch(
+            f"{_SELECT_EVENT}{where} ORDER BY received_at DESC, internal_id DESC LIMIT %s", params
+        )
+        return [_event_record(row) for row in rows]
+
     async def list_runs(self: _Plumbing, query: RunQuery) -> list[RunRecord]:
         where, params = query.where("%s")
         params.append(query.limit)
@@ -154,12 +167,12 @@ class PostgresQueryVerbs:
         return [replay_job_from_row(row) for row in rows]
 
     async def record_replay_progress(
-        self: _Plumbing, job_id: str, replayed: int, cursor: RunCursor, now: Millis
+        self: _Plumbing, job_id: str, replayed: int, cursor: Cursor, now: Millis
     ) -> bool:
         updated = await self._rowcount(
             "UPDATE replay_jobs SET replayed = %s, cursor_created_at = %s, cursor_run_id = %s,"
             " updated_at = %s WHERE job_id = %s AND state = %s",
-            (replayed, cursor.created_at, cursor.run_id, now, job_id, _RUNNING),
+            (replayed, cursor.at, cursor.id, now, job_id, _RUNNING),
         )
         return updated == 1
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from headwater.store.runs import NewRun, RunRecord, RunStatus, StepRecord
+
+if TYPE_CHECKING:
+    from headwater.store.base import EventQuery, EventRecord
 from headwater.types import Millis
 
 #: Counts stop here: a count of more is shown as "10,000+" rather than scanning every run.
@@ -22,22 +25,23 @@ COUNT_CAP: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class RunCursor:
-    """Where a page of runs ended: the last run's creation time and id."""
+class Cursor:
+    """Where a keyset page ended: its last row's time (a run's creation, an event's receipt) and
+    id (a ULID)."""
 
-    created_at: Millis
-    run_id: str
+    at: Millis
+    id: str
 
     def text(self) -> str:
-        return f"{self.created_at}.{self.run_id}"
+        return f"{self.at}.{self.id}"
 
     @classmethod
-    def parse(cls, text: str) -> RunCursor:
+    def parse(cls, text: str) -> Cursor:
         """ValueError unless `text` is what `text()` makes."""
-        created, _, run_id = text.partition(".")
-        if not created.isdigit() or len(run_id) != 26:
+        at, _, row_id = text.partition(".")
+        if not at.isdigit() or len(row_id) != 26:
             raise ValueError("cursor must be the next_cursor of a previous page")
-        return cls(int(created), run_id.upper())
+        return cls(int(at), row_id.upper())
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +55,7 @@ class RunQuery:
     created_after: Millis | None = None  # inclusive
     created_before: Millis | None = None  # exclusive
     #: Only runs after this one in the page order (the previous page's last run).
-    cursor: RunCursor | None = None
+    cursor: Cursor | None = None
 
     def where(self, mark: str) -> tuple[str, list[object]]:
         """The WHERE clause ("" when unfiltered) and its parameters, with the dialect's parameter
@@ -73,14 +77,14 @@ class RunQuery:
         if self.cursor is not None:
             # Row values: one index range on (created_at, run_id), both dialects.
             clauses.append(f"(created_at, run_id) < ({mark}, {mark})")
-            params += [self.cursor.created_at, self.cursor.run_id]
+            params += [self.cursor.at, self.cursor.id]
         return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
-    def next_cursor(self, page: Sequence[RunRecord]) -> RunCursor | None:
+    def next_cursor(self, page: Sequence[RunRecord]) -> Cursor | None:
         """The cursor of the page after `page` (None when `page` was the last one)."""
         if len(page) < self.limit or not page:
             return None
-        return RunCursor(page[-1].created_at, page[-1].run_id)
+        return Cursor(page[-1].created_at, page[-1].run_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +154,38 @@ class ReplayJob:
     updated_at: Millis
     ended_at: Millis | None = None
     #: Where the job has got to: the last run it replayed (it goes newest first).
-    cursor: RunCursor | None = None
+    cursor: Cursor | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of events newest received first: `filters` as the REST list applies them (its
+    `before_id` unused), `cursor` the previous page's last event."""
+
+    filters: EventQuery
+    cursor: Cursor | None = None
+
+    def where(self, mark: str) -> tuple[str, list[object]]:
+        where, params = self.filters.where(mark)
+        if self.cursor is None:
+            return where, params
+        clause = f"(received_at, internal_id) < ({mark}, {mark})"
+        params += [self.cursor.at, self.cursor.id]
+        return (f"{where} AND {clause}" if where else f" WHERE {clause}"), params
+
+    def next_cursor(self, page: Sequence[EventRecord]) -> Cursor | None:
+        if len(page) < self.filters.limit or not page:
+            return None
+        return Cursor(page[-1].received_at, page[-1].internal_id)
 
 
 class QueryVerbs(Protocol):
     """The dashboard's reads and replay's writes (see the module docstring)."""
+
+    async def list_events_received(self, page: EventPage) -> list[EventRecord]:
+        """A page of events, newest received first (received_at, then internal_id, descending):
+        a time window is an index range whatever the number of events."""
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """A page of runs, newest first (created_at, then run_id, descending)."""
@@ -191,7 +221,7 @@ class QueryVerbs(Protocol):
         """The latest jobs, newest first."""
 
     async def record_replay_progress(
-        self, job_id: str, replayed: int, cursor: RunCursor, now: Millis
+        self, job_id: str, replayed: int, cursor: Cursor, now: Millis
     ) -> bool:
         """Save a running job's progress; False if it is no longer running (stopped)."""
 
@@ -220,8 +250,8 @@ def replay_job_params(job: ReplayJob) -> tuple[object, ...]:
         job.state.value,
         job.total,
         job.replayed,
-        job.cursor.created_at if job.cursor else None,
-        job.cursor.run_id if job.cursor else None,
+        job.cursor.at if job.cursor else None,
+        job.cursor.id if job.cursor else None,
         job.error,
         job.created_at,
         job.updated_at,
@@ -242,7 +272,7 @@ def replay_job_from_row(row: Sequence[object]) -> ReplayJob:
         state=ReplayJobState(str(row[5])),
         total=int(row[6]),  # type: ignore[call-overload]
         replayed=int(row[7]),  # type: ignore[call-overload]
-        cursor=RunCursor(int(cursor_at), str(cursor_id))  # type: ignore[call-overload]
+        cursor=Cursor(int(cursor_at), str(cursor_id))  # type: ignore[call-overload]
         if cursor_at is not None
         else None,
         error=None if row[10] is None else str(row[10]),

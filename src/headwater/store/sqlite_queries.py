@@ -8,14 +8,16 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
+from headwater.store.base import EventRecord
 from headwater.store.queries import (
     COUNT_CAP,
     REPLAY_JOB_COLUMNS,
+    Cursor,
+    EventPage,
     ReplayJob,
     ReplayJobState,
     ReplayLink,
     RunCounts,
-    RunCursor,
     RunQuery,
     replay_job_from_row,
     replay_job_params,
@@ -43,6 +45,22 @@ def _bounded_count(connection: sqlite3.Connection, sql: str, params: Sequence[ob
 
 
 class SQLiteQueryVerbs:
+    async def list_events_received(self: _Plumbing, page: EventPage) -> list[EventRecord]:
+        # Imported here: sqlite.py imports this module to build its store class.
+        from headwater.store.sqlite import _EVENT_COLUMNS, _event_record
+
+        where, params = page.where("?")
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events{where}"
+            " ORDER BY received_at DESC, internal_id DESC LIMIT ?"
+        )
+        params.append(page.filters.limit)
+
+        def select(connection: sqlite3.Connection) -> list[EventRecord]:
+            return [_event_record(row) for row in connection.execute(sql, params)]
+
+        return await self._read(select)
+
     async def list_runs(self: _Plumbing, query: RunQuery) -> list[RunRecord]:
         where, params = query.where("?")
         sql = (
@@ -166,14 +184,14 @@ class SQLiteQueryVerbs:
         return await self._read(select)
 
     async def record_replay_progress(
-        self: _Plumbing, job_id: str, replayed: int, cursor: RunCursor, now: Millis
+        self: _Plumbing, job_id: str, replayed: int, cursor: Cursor, now: Millis
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
             return (
                 connection.execute(
                     "UPDATE replay_jobs SET replayed = ?, cursor_created_at = ?, cursor_run_id = ?,"
                     " updated_at = ? WHERE job_id = ? AND state = ?",
-                    (replayed, cursor.created_at, cursor.run_id, now, job_id, _RUNNING),
+                    (replayed, cursor.at, cursor.id, now, job_id, _RUNNING),
                 ).rowcount
                 == 1
             )

@@ -46,7 +46,7 @@ from headwater.server.dashboard.views import (
 )
 from headwater.server.sync_api import AppSyncer
 from headwater.store import EventQuery
-from headwater.store.queries import RunCursor, RunQuery
+from headwater.store.queries import Cursor, EventPage, RunQuery
 from headwater.store.runs import RunRecord, RunStatus
 
 PAGE: Final = 30
@@ -201,18 +201,20 @@ def dashboard_routes(
         params = page.request.query_params
         name = params.get("name") or None
         after, before = time_filter(page, "from"), time_filter(page, "to")
-        cursor = params.get("cursor") or None
-        if cursor is not None and not is_ulid(cursor):
-            raise BadInput("cursor must be an event id")
-        query = EventQuery(
-            limit=PAGE,
-            before_id=cursor,
-            name=name,
-            received_after=after,
-            received_before=before,
+        cursor = None
+        if params.get("cursor"):
+            try:
+                cursor = Cursor.parse(params["cursor"])
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+        query = EventPage(
+            EventQuery(limit=PAGE, name=name, received_after=after, received_before=before),
+            cursor,
         )
-        found = await event_log.list(query)
-        next_cursor = found[-1].internal_id if len(found) == PAGE else None
+        records = await store.list_events_received(query)
+        found = [event_log.open(record) for record in records]
+        following = query.next_cursor(records)
+        next_cursor = following.text() if following is not None else None
         live = cursor is None and before is None
         return render(
             page,
@@ -300,7 +302,7 @@ def dashboard_routes(
         cursor = None
         if params.get("cursor"):
             try:
-                cursor = RunCursor.parse(params["cursor"])
+                cursor = Cursor.parse(params["cursor"])
             except ValueError as exc:
                 raise BadInput(str(exc)) from None
         return RunQuery(

@@ -34,3 +34,11 @@ CREATE TABLE replay_jobs (
     updated_at        INTEGER NOT NULL,
     ended_at          INTEGER
 ) WITHOUT ROWID;
+
+-- The dashboard lists events newest received first, keyset-paged on (received_at, internal_id):
+-- a time window is then a range of this index, not a scan of the primary key filtered by time.
+-- The first supersedes events_by_received_at (its prefix), which goes.
+-- The same by name (the REST list's events_by_name is in internal id order, which this page is not).
+CREATE INDEX events_by_received ON events (received_at, internal_id);
+CREATE INDEX events_by_name_received ON events (name, received_at, internal_id);
+DROP INDEX events_by_received_at;
