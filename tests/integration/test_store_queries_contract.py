@@ -213,3 +213,12 @@ async def test_list_events_received_pages_newest_received_first_in_a_window(stor
     assert seen == [e.internal_id for e in expected]
     named = await store.list_events_received(EventPage(EventQuery(name="app/b")))
     assert [r.internal_id for r in named] == [events[5].internal_id]
+
+
+async def test_a_batch_run_replays_with_all_its_events_in_order(store: Store) -> None:
+    batch = (new_ulid(), new_ulid(), new_ulid())
+    (original,) = await store.create_runs([make_run("app-fn", event_ids=batch)])
+    replay = make_run("app-fn", event_ids=original.event_ids)
+    await store.create_replay(replay, ReplayLink(replay.run_id, original.run_id), [])
+    stored = await store.get_run(replay.run_id)
+    assert stored is not None and stored.event_ids == batch
