@@ -3,6 +3,7 @@ through the REST API, one at a time and in bulk, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from headwater.protocol.ids import new_ulid
+from headwater.store import open_store
+from headwater.store.queries import ReplayJob, ReplayJobState
+from headwater.store.runs import RunStatus
 from tests.harness import RunningServer
 
 APP = "tests.integration.apps.dash:hw"
@@ -231,3 +236,65 @@ def test_bulk_replay_bad_requests_name_the_field(
     response = dash.http.post("/v1/replays", json=body)
     assert response.status_code == 400, response.text
     assert field in response.json()["error"]
+
+
+def test_a_bulk_replay_left_running_resumes_when_a_server_starts(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    trace = tmp_path / "trace.log"
+
+    def start() -> Dash:
+        server = RunningServer(
+            tmp_path, db_url=db_url, env={"DASH_TRACE": str(trace)}, extra_args=[APP]
+        )
+        return Dash(server.start(), trace)
+
+    # Given a failed run, and then a bulk replay of it stored as Running by a server that stopped
+    first = start()
+    try:
+        event_id = first.send({"name": "dash/order.placed", "data": {"order": "R1", "fail": True}})
+        original = first.final_run(first.run_of(event_id)["run_id"])
+    finally:
+        first.http.close()
+        first.server.stop()
+    now = int(time.time() * 1000)
+    job = ReplayJob(
+        job_id=new_ulid(),
+        function_id="dash-pipeline",
+        created_after=now - 600_000,
+        created_before=now,
+        statuses=(RunStatus.FAILED,),
+        state=ReplayJobState.RUNNING,
+        total=1,
+        replayed=0,
+        created_at=now,
+        updated_at=now,
+    )
+
+    async def store_job() -> None:
+        store = open_store(db_url)
+        await store.open()
+        try:
+            await store.create_replay_job(job)
+        finally:
+            await store.close()
+
+    asyncio.run(store_job())
+    # When a server starts on that database
+    second = start()
+    try:
+        # Then it takes the job over and completes it
+        deadline = time.monotonic() + 20
+        state = "Running"
+        while state == "Running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = second.http.get(f"/v1/replays/{job.job_id}").json()["data"]["state"]
+        assert state == "Completed"
+        still = second.http.get(f"/v1/runs/{original['run_id']}").json()["data"]
+        assert still["status"] == "Failed"  # the original is left as it was
+        deadline = time.monotonic() + 20
+        while second.traced("ship:R1") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.traced("ship:R1") == 2
+    finally:
+        second.http.close()
+        second.server.stop()

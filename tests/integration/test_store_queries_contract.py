@@ -164,14 +164,16 @@ async def test_replay_jobs_record_progress_until_they_end(store: Store) -> None:
     await store.create_replay_job(job)
     assert await store.get_replay_job(job.job_id) == job
     cursor = Cursor(T0 + 7, new_ulid())
-    assert await store.record_replay_progress(job.job_id, 5, cursor, T0 + 1)
+    assert await store.claim_replay_job(job.job_id, "me", T0, T0 + LEASE)
+    assert await store.record_replay_progress(job.job_id, "me", 5, cursor, T0 + 1, T0 + LEASE)
     progressed = await store.get_replay_job(job.job_id)
     assert progressed is not None
     assert (progressed.replayed, progressed.cursor, progressed.updated_at) == (5, cursor, T0 + 1)
     # Stopping ends it once; progress after that is refused
     assert await store.end_replay_job(job.job_id, ReplayJobState.CANCELLED, T0 + 2)
     assert not await store.end_replay_job(job.job_id, ReplayJobState.COMPLETED, T0 + 3)
-    assert not await store.record_replay_progress(job.job_id, 6, cursor, T0 + 4)
+    assert not await store.record_replay_progress(job.job_id, "me", 6, cursor, T0 + 4, T0 + LEASE)
+    assert not await store.claim_replay_job(job.job_id, "me", T0 + 5, T0 + LEASE)
     ended = await store.get_replay_job(job.job_id)
     assert ended is not None
     assert (ended.state, ended.ended_at, ended.replayed) == (ReplayJobState.CANCELLED, T0 + 2, 5)
@@ -222,3 +224,20 @@ async def test_a_batch_run_replays_with_all_its_events_in_order(store: Store) ->
     await store.create_replay(replay, ReplayLink(replay.run_id, original.run_id), [])
     stored = await store.get_run(replay.run_id)
     assert stored is not None and stored.event_ids == batch
+
+
+async def test_one_owner_runs_a_job_until_its_lease_expires(store: Store) -> None:
+    job = _job()
+    await store.create_replay_job(job)
+    cursor = Cursor(T0 + 7, new_ulid())
+    # Given "a" holds the job's lease
+    assert await store.claim_replay_job(job.job_id, "a", T0, T0 + 100)
+    # Then "b" can neither take it nor save progress while the lease lives
+    assert not await store.claim_replay_job(job.job_id, "b", T0 + 50, T0 + 150)
+    assert not await store.record_replay_progress(job.job_id, "b", 1, cursor, T0 + 50, T0 + 150)
+    # And "a" renews it by saving a page
+    assert await store.record_replay_progress(job.job_id, "a", 1, cursor, T0 + 90, T0 + 200)
+    assert not await store.claim_replay_job(job.job_id, "b", T0 + 150, T0 + 250)
+    # When the lease expires, "b" takes the job over and "a" can no longer save
+    assert await store.claim_replay_job(job.job_id, "b", T0 + 200, T0 + 300)
+    assert not await store.record_replay_progress(job.job_id, "a", 2, cursor, T0 + 210, T0 + 300)

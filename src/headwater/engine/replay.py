@@ -7,7 +7,11 @@ recorded before it, so those steps are not executed again.
 
 A bulk replay is a job stored with its progress: the runs of one function created in a window,
 with chosen statuses, replayed newest first page by page. It runs in the background of the
-engine, can be stopped, and resumes after a restart from its last saved position.
+engine, can be stopped (by any process: the runner notices at its next page), and resumes after a
+restart from its last saved position. One process runs a job at a time, under a lease it renews
+with each page; an engine takes over the jobs whose lease expired (their process died) when it
+starts and every `RESUME_INTERVAL_S`. The runs of the page in flight when a process dies may be
+replayed twice: a page is saved after its runs are created.
 """
 
 from __future__ import annotations
@@ -31,14 +35,21 @@ log = logging.getLogger("headwater.replay")
 #: Runs replayed per page of a bulk replay; the job's progress is saved (and a stop noticed)
 #: after each page.
 JOB_PAGE: Final = 50
+#: How long a job's runner may go without saving a page before another process may take it over.
+JOB_LEASE_MS: Final = 120_000
+RESUME_INTERVAL_S: Final = 30.0
 
 
 class Replays:
-    def __init__(self, store: Store, registry: FunctionRegistry, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Store, registry: FunctionRegistry, wake: Callable[[], None], owner: str
+    ) -> None:
         self.store = store
         self.registry = registry
         self.wake = wake
+        self.owner = owner
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._resumer: asyncio.Task[None] | None = None
 
     async def replay_run(
         self, run_id: str, from_step: str | None = None, *, job_id: str | None = None
@@ -117,7 +128,7 @@ class Replays:
             updated_at=now,
         )
         await self.store.create_replay_job(job)
-        self._launch(job)
+        await self._claim_and_launch(job)
         return job
 
     async def stop_job(self, job_id: str) -> bool:
@@ -130,17 +141,39 @@ class Replays:
         return stopped
 
     async def resume(self) -> None:
-        """Continue the jobs a stopped server left running."""
+        """Take over the running jobs no process holds (a stopped server left them)."""
         for job in await self.store.list_replay_jobs(limit=100):
             if job.state is ReplayJobState.RUNNING and job.job_id not in self._jobs:
-                self._launch(job)
+                await self._claim_and_launch(job)
+
+    def start(self) -> None:
+        """Resume jobs now and every `RESUME_INTERVAL_S` while the engine runs."""
+        if self._resumer is None:
+            self._resumer = asyncio.create_task(self._keep_resuming(), name="replay-resume")
+
+    async def _keep_resuming(self) -> None:
+        while True:
+            try:
+                await self.resume()
+            except Exception:
+                log.exception("resuming the bulk replays failed")
+            await asyncio.sleep(RESUME_INTERVAL_S)
 
     async def close(self) -> None:
+        if self._resumer is not None:
+            self._resumer.cancel()
+            await asyncio.gather(self._resumer, return_exceptions=True)
+            self._resumer = None
         tasks = list(self._jobs.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._jobs.clear()
+
+    async def _claim_and_launch(self, job: ReplayJob) -> None:
+        now = now_ms()
+        if await self.store.claim_replay_job(job.job_id, self.owner, now, now + JOB_LEASE_MS):
+            self._launch(job)
 
     def _launch(self, job: ReplayJob) -> None:
         task = asyncio.create_task(self._run_job(job), name=f"replay-job-{job.job_id}")
@@ -165,10 +198,11 @@ class Replays:
                     replayed += 1
                 if page:
                     cursor = Cursor(page[-1].created_at, page[-1].run_id)
+                    now = now_ms()
                     if not await self.store.record_replay_progress(
-                        job.job_id, replayed, cursor, now_ms()
+                        job.job_id, self.owner, replayed, cursor, now, now + JOB_LEASE_MS
                     ):
-                        return  # stopped meanwhile
+                        return  # stopped meanwhile (or taken over after a stall)
                 if query.next_cursor(page) is None:
                     await self.store.end_replay_job(job.job_id, ReplayJobState.COMPLETED, now_ms())
                     return

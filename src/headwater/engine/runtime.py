@@ -94,7 +94,7 @@ class Engine:
             on_stored=self._on_stored,
         )
         self.outcomes = RunOutcomes(store, self.event_log)
-        self.replays = Replays(store, self.registry, self._wake)
+        self.replays = Replays(store, self.registry, self._wake, self.owner)
         #: Called with every batch of events stored by this process (the dashboard's live
         #: stream listens here); a listener must not block.
         self.event_listeners: list[Callable[[Sequence[EventRecord]], None]] = []
@@ -232,10 +232,7 @@ class Engine:
             self._background.add(refresh)
         if len(self.registry):
             await self._run_functions()
-        try:
-            await self.replays.resume()
-        except Exception:
-            log.exception("resuming the bulk replays failed")
+        self.replays.start()
 
     async def _run_functions(self) -> None:
         self.cron = CronScheduler(self.store, self.event_log, self.registry)

@@ -166,13 +166,31 @@ class PostgresQueryVerbs:
         )
         return [replay_job_from_row(row) for row in rows]
 
+    async def claim_replay_job(
+        self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
+    ) -> bool:
+        updated = await self._rowcount(
+            "UPDATE replay_jobs SET lease_owner = %s, lease_until = %s"
+            " WHERE job_id = %s AND state = %s AND (lease_owner IS NULL OR lease_owner = %s"
+            " OR lease_until <= %s)",
+            (owner, lease_until, job_id, _RUNNING, owner, now),
+        )
+        return updated == 1
+
     async def record_replay_progress(
-        self: _Plumbing, job_id: str, replayed: int, cursor: Cursor, now: Millis
+        self: _Plumbing,
+        job_id: str,
+        owner: str,
+        replayed: int,
+        cursor: Cursor,
+        now: Millis,
+        lease_until: Millis,
     ) -> bool:
         updated = await self._rowcount(
             "UPDATE replay_jobs SET replayed = %s, cursor_created_at = %s, cursor_run_id = %s,"
-            " updated_at = %s WHERE job_id = %s AND state = %s",
-            (replayed, cursor.at, cursor.id, now, job_id, _RUNNING),
+            " updated_at = %s, lease_until = %s WHERE job_id = %s AND state = %s"
+            " AND lease_owner = %s",
+            (replayed, cursor.at, cursor.id, now, lease_until, job_id, _RUNNING, owner),
         )
         return updated == 1
 

@@ -220,10 +220,23 @@ class QueryVerbs(Protocol):
     async def list_replay_jobs(self, limit: int = 50) -> list[ReplayJob]:
         """The latest jobs, newest first."""
 
-    async def record_replay_progress(
-        self, job_id: str, replayed: int, cursor: Cursor, now: Millis
+    async def claim_replay_job(
+        self, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
-        """Save a running job's progress; False if it is no longer running (stopped)."""
+        """Take (or renew) the lease of a running job: True if `owner` now holds it, False if the
+        job has ended or another owner's lease is still live."""
+
+    async def record_replay_progress(
+        self,
+        job_id: str,
+        owner: str,
+        replayed: int,
+        cursor: Cursor,
+        now: Millis,
+        lease_until: Millis,
+    ) -> bool:
+        """Save a running job's progress and renew `owner`'s lease; False if the job is no longer
+        running (stopped) or `owner` no longer holds it."""
 
     async def end_replay_job(
         self, job_id: str, state: ReplayJobState, now: Millis, error: str | None = None

@@ -183,15 +183,38 @@ class SQLiteQueryVerbs:
 
         return await self._read(select)
 
+    async def claim_replay_job(
+        self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
+    ) -> bool:
+        def update(connection: sqlite3.Connection) -> bool:
+            return (
+                connection.execute(
+                    "UPDATE replay_jobs SET lease_owner = ?, lease_until = ?"
+                    " WHERE job_id = ? AND state = ? AND (lease_owner IS NULL OR lease_owner = ?"
+                    " OR lease_until <= ?)",
+                    (owner, lease_until, job_id, _RUNNING, owner, now),
+                ).rowcount
+                == 1
+            )
+
+        return await self._write(update)
+
     async def record_replay_progress(
-        self: _Plumbing, job_id: str, replayed: int, cursor: Cursor, now: Millis
+        self: _Plumbing,
+        job_id: str,
+        owner: str,
+        replayed: int,
+        cursor: Cursor,
+        now: Millis,
+        lease_until: Millis,
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
             return (
                 connection.execute(
                     "UPDATE replay_jobs SET replayed = ?, cursor_created_at = ?, cursor_run_id = ?,"
-                    " updated_at = ? WHERE job_id = ? AND state = ?",
-                    (replayed, cursor.at, cursor.id, now, job_id, _RUNNING),
+                    " updated_at = ?, lease_until = ? WHERE job_id = ? AND state = ?"
+                    " AND lease_owner = ?",
+                    (replayed, cursor.at, cursor.id, now, lease_until, job_id, _RUNNING, owner),
                 ).rowcount
                 == 1
             )

@@ -18,6 +18,8 @@ CREATE INDEX run_replays_by_original ON run_replays (replay_of, run_id);
 
 -- Bulk replays (POST /v1/replays): run in the background, page by page, newest run first;
 -- `cursor_*` is the last run replayed, so a restarted server resumes where the job stopped.
+-- One process runs a job at a time: it holds a lease (`lease_owner` until `lease_until`), renewed
+-- with each page; a lease left to expire (the process died) lets another process take the job over.
 CREATE TABLE replay_jobs (
     job_id            TEXT    NOT NULL PRIMARY KEY,  -- ULID
     function_id       TEXT    NOT NULL,
@@ -32,13 +34,15 @@ CREATE TABLE replay_jobs (
     error             TEXT,
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL,
-    ended_at          INTEGER
+    ended_at          INTEGER,
+    lease_owner       TEXT,
+    lease_until       INTEGER
 ) WITHOUT ROWID;
 
 -- The dashboard lists events newest received first, keyset-paged on (received_at, internal_id):
 -- a time window is then a range of this index, not a scan of the primary key filtered by time.
--- The first supersedes events_by_received_at (its prefix), which goes.
--- The same by name (the REST list's events_by_name is in internal id order, which this page is not).
+-- The same by name (the REST list's events_by_name is in internal id order, which this page is
+-- not). The first supersedes events_by_received_at (its prefix), which goes.
 CREATE INDEX events_by_received ON events (received_at, internal_id);
 CREATE INDEX events_by_name_received ON events (name, received_at, internal_id);
 DROP INDEX events_by_received_at;
