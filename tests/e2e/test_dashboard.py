@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import fresh_postgres_schema
 from tests.harness import SIGNING_KEY, RunningServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -53,9 +54,10 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-def _server(tmp: Path, *, production: bool = False) -> RunningServer:
+def _server(tmp: Path, *, production: bool = False, db_url: str | None = None) -> RunningServer:
     env = {"DASH_TRACE": str(tmp / "trace.log"), "HEADWATER_DASHBOARD_PASSWORD": PASSWORD}
-    return RunningServer(tmp, production=production, env=env, extra_args=[APP]).start()
+    server = RunningServer(tmp, db_url=db_url, production=production, env=env, extra_args=[APP])
+    return server.start()
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +205,27 @@ def test_production_requires_login_and_logs_out(
     finally:
         page.close()
         server.stop()
+
+
+@pytest.mark.postgres
+def test_the_live_stream_shows_events_stored_by_another_process(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Given two server processes sharing one PostgreSQL database, the page open on the first
+    with fresh_postgres_schema() as db_url:
+        first = _server(tmp_path_factory.mktemp("dashboard-pg-1"), db_url=db_url)
+        second = _server(tmp_path_factory.mktemp("dashboard-pg-2"), db_url=db_url)
+        page = browser.new_page()
+        page.set_default_timeout(WAIT_MS)
+        try:
+            page.goto(f"{first.url}/events")
+            page.wait_for_function("document.body.dataset.live === 'on'")
+            # When an event is sent to the second
+            sent = httpx.post(f"{second.url}/e/k", json={"name": "dash/sleep", "data": {}})
+            event_id = sent.json()["ids"][0]
+            # Then it appears live on the first's page
+            page.wait_for_selector(f"#event-rows tr[data-event-id='{event_id}']")
+        finally:
+            page.close()
+            first.stop()
+            second.stop()

@@ -1,8 +1,10 @@
-"""The live event stream: events stored by this process, handed to each open dashboard page.
+"""The live event stream of the dashboard's events page.
 
-The engine calls `publish` (its `event_listeners` hook) with every batch it stores; each open
-stream has a bounded queue, and a page that cannot keep up loses events rather than slowing the
-ingest path (it shows them on its next reload).
+On SQLite one process stores every event: the engine calls `EventFeed.publish` (its
+`event_listeners` hook) with every batch it stores, and each open stream has a bounded queue (a
+page that cannot keep up loses events rather than slowing the ingest path; it shows them on its
+next reload). On PostgreSQL other processes store events too, so streams poll the store instead
+(`poll_events`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
-from headwater.store import EventRecord
+from headwater.clock import now_ms
+from headwater.store import EventQuery, EventRecord, Store
+from headwater.store.queries import EventPage
 
 QUEUE_SIZE: Final = 256
 
@@ -35,3 +39,31 @@ class EventFeed:
                 yield await queue.get()
         finally:
             self._subscribers.discard(queue)
+
+
+#: How far back each poll looks again: an event is visible once its transaction commits, which may
+#: be a little after its `received_at` (a group commit, another process's clock).
+POLL_OVERLAP_MS: Final = 5_000
+
+
+async def poll_events(
+    store: Store, name: str | None, interval_s: float = 1.0
+) -> AsyncIterator[EventRecord]:
+    """Events stored by any process, from now on, oldest first, each once: the live stream of a
+    deployment where several processes share the database (PostgreSQL), whose hook sees only
+    this process's events. One indexed page per second per open stream."""
+    seen: dict[str, int] = {}
+    since = now_ms()
+    while True:
+        query = EventQuery(limit=200, name=name, received_after=since - POLL_OVERLAP_MS)
+        records = await store.list_events_received(EventPage(query))
+        for record in reversed(records):
+            if record.internal_id not in seen:
+                seen[record.internal_id] = record.received_at
+                yield record
+        if records:
+            since = max(since, records[0].received_at)
+        horizon = since - 2 * POLL_OVERLAP_MS
+        for internal_id in [i for i, at in seen.items() if at < horizon]:
+            del seen[internal_id]
+        await asyncio.sleep(interval_s)

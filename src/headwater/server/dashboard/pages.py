@@ -28,7 +28,7 @@ from headwater.engine.runtime import Engine
 from headwater.errors import EventValidationError, ReplayError
 from headwater.protocol.ids import is_ulid
 from headwater.sdk.registration import function_config
-from headwater.server.dashboard.live import EventFeed
+from headwater.server.dashboard.live import EventFeed, poll_events
 from headwater.server.dashboard.session import (
     COOKIE,
     CSRF_FIELD,
@@ -234,8 +234,11 @@ def dashboard_routes(
         name = page.request.query_params.get("name") or None
         template = env.get_template("_event_row.html")
 
+        shared = store.apps_shared_between_processes  # several processes store events
+        source = poll_events(store, name) if shared else feed.subscribe()
+
         async def stream() -> AsyncIterator[dict[str, str]]:
-            async for record in feed.subscribe():
+            async for record in source:
                 if name is not None and record.name != name:
                     continue
                 if name is None and record.name.startswith("inngest/"):
