@@ -168,6 +168,9 @@ def test_a_post_without_the_csrf_token_is_refused(dev_server: RunningServer) -> 
             "/events/send", data={"name": "dash/sleep", "data": "{}", "csrf": "forged"}
         )
         assert forged.status_code == 403
+        page = client.get("/events")
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
 
 
 def test_production_requires_login_and_logs_out(
