@@ -91,6 +91,7 @@ async def test_count_runs_by_status_is_bounded(store: Store) -> None:
     assert everything.total == 7
     capped = await store.count_runs(None, T0, T0 + 1_000, cap=2)
     assert all(value <= 2 for value in capped.by_status.values())
+    assert capped.approximate and capped.cap == 2 and not everything.approximate
     assert (await store.count_runs("app-counted", T0 + 1_000, T0 + 2_000)).total == 0
 
 

@@ -109,7 +109,7 @@ class PostgresQueryVerbs:
                 "cap": cap,
             },
         )
-        return RunCounts({RunStatus(row[0]): int(row[1]) for row in rows if row[1]})
+        return RunCounts({RunStatus(row[0]): int(row[1]) for row in rows if row[1]}, cap)
 
     async def create_replay(
         self: _Plumbing, run: NewRun, link: ReplayLink, copied_steps: Sequence[StepRecord]

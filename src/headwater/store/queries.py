@@ -90,20 +90,21 @@ class RunQuery:
 @dataclass(frozen=True, slots=True)
 class RunCounts:
     """How many runs (of a function, or of all) were created in a window, by status. Each count
-    stops at `COUNT_CAP`."""
+    stops at `cap`."""
 
     by_status: dict[RunStatus, int] = field(default_factory=dict)
+    cap: int = COUNT_CAP
 
     def count(self, status: RunStatus) -> int:
         return self.by_status.get(status, 0)
 
     def capped(self, status: RunStatus) -> bool:
-        return self.count(status) >= COUNT_CAP
+        return self.count(status) >= self.cap
 
     @property
     def approximate(self) -> bool:
         """Whether a count reached the cap (so the total is a lower bound)."""
-        return any(count >= COUNT_CAP for count in self.by_status.values())
+        return any(count >= self.cap for count in self.by_status.values())
 
     @property
     def total(self) -> int:

@@ -92,7 +92,7 @@ class SQLiteQueryVerbs:
                 found = _bounded_count(connection, sql, params)
                 if found:
                     counts[status] = found
-            return RunCounts(counts)
+            return RunCounts(counts, cap)
 
         return await self._read(count)
 

@@ -62,6 +62,9 @@ FLOW_CONTROL_KEYS: Final = (
     "singleton",
 )
 STATS_WINDOW_MS: Final = 24 * 3_600_000
+#: Counts on the apps page stop here (per function and status), so it stays fast with many
+#: functions; a function's page counts up to `COUNT_CAP`.
+OVERVIEW_COUNT_CAP: Final = 1_000
 #: On every dashboard response: scripts only from our static files (htmx, app.js), no framing
 #: (clickjacking), forms posting only here. Inline styles stay allowed: the timeline places its
 #: bars with them.
@@ -409,8 +412,9 @@ def dashboard_routes(
         for definition in sorted(engine.registry, key=lambda d: d.slug):
             by_app.setdefault(definition.app_id, []).append(definition)
         since = now_ms() - STATS_WINDOW_MS
+        # A smaller cap than a function's own page: this one counts for every function.
         stats = {
-            slug: await store.count_runs(slug, since, now_ms() + 1)
+            slug: await store.count_runs(slug, since, now_ms() + 1, cap=OVERVIEW_COUNT_CAP)
             for slug in (d.slug for defs in by_app.values() for d in defs)
         }
         return render(
