@@ -49,6 +49,7 @@ format: install-dev
 bench: install-dev
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
