@@ -38,6 +38,8 @@ JOB_PAGE: Final = 50
 #: How long a job's runner may go without saving a page before another process may take it over.
 JOB_LEASE_MS: Final = 120_000
 RESUME_INTERVAL_S: Final = 30.0
+#: A job's total is counted once, when it starts, up to this many runs per status.
+JOB_COUNT_CAP: Final = 1_000_000
 
 
 class Replays:
@@ -114,7 +116,9 @@ class Replays:
         created_before = min(created_before, now)
         if created_after >= created_before:
             raise ReplayError("from must be earlier than to (and than now)", "invalid_request")
-        counts = await self.store.count_runs(function_id, created_after, created_before)
+        counts = await self.store.count_runs(
+            function_id, created_after, created_before, cap=JOB_COUNT_CAP
+        )
         job = ReplayJob(
             job_id=new_ulid(),
             function_id=function_id,

@@ -148,7 +148,7 @@ class ReplayJob:
     created_before: Millis
     statuses: tuple[RunStatus, ...]
     state: ReplayJobState
-    #: How many runs matched when the job started (bounded by `COUNT_CAP` per status).
+    #: How many runs matched when the job started (counted up to a million per status).
     total: int
     replayed: int
     created_at: Millis
