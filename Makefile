@@ -51,6 +51,7 @@ bench: bench-ingest bench-flow bench-queue bench-http
 bench-ingest: install-dev
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+	$(BIN)/python bench/dashboard.py
 
 ## Flow control's cost: 10,000 runs over 100 concurrency keys (limit 2) against no limits
 bench-flow: install-dev

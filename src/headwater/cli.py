@@ -253,6 +253,13 @@ def start(
             envvar=ENV_SIGNING_KEY_FALLBACK, help="The previous signing key, while rotating."
         ),
     ] = None,
+    dashboard_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HEADWATER_DASHBOARD_PASSWORD",
+            help="A password for the dashboard's login (the signing key is always accepted).",
+        ),
+    ] = None,
     host: HostOption = "0.0.0.0",
     port: PortOption = DEFAULT_PORT,
     db: DbOption = None,
@@ -294,6 +301,7 @@ def start(
         signing_key_fallback=signing_key_fallback,
         retry=_retry_policy(),
         call_state_limit_bytes=_call_state_limit(),
+        dashboard_password=dashboard_password or None,
     )
     _serve(settings, keys, log_level, _load_functions(app_target))
 

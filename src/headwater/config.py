@@ -41,6 +41,8 @@ class ServerSettings:
     discovery_ports: tuple[int, ...] = ()
     #: A call to an app bigger than this leaves the run's state for the SDK to fetch (`use_api`).
     call_state_limit_bytes: int = DEFAULT_CALL_STATE_LIMIT_BYTES
+    #: Accepted by the dashboard's login besides the signing key (production mode).
+    dashboard_password: str | None = field(default=None, repr=False)
 
     @property
     def database_url(self) -> str:

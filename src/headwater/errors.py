@@ -9,6 +9,7 @@
     │   └── SendFailedError           network errors or 5xx after every retry
     ├── StoreError                    the database failed or is in an unexpected state
     │   └── MigrationError            a migration could not be applied
+    ├── ReplayError                   a run or bulk replay cannot be started (names the reason)
     └── CryptoError                   encryption problems
         ├── UnknownKeyError           a ciphertext names a key id the key ring does not hold
         └── DecryptionError           tampered or corrupt ciphertext
@@ -84,6 +85,16 @@ class StoreError(HeadwaterError):
 
 class MigrationError(StoreError):
     code = "migration_error"
+
+
+class ReplayError(HeadwaterError):
+    """A replay cannot be started; `code` says why (not found, still running, bad request)."""
+
+    code = "replay_error"
+
+    def __init__(self, message: str, code: str = "replay_error") -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class CryptoError(HeadwaterError):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
@@ -20,6 +20,7 @@ from headwater.engine.event_log import EventLog
 from headwater.engine.executor import Executor, Limits
 from headwater.engine.outcomes import INVOKED, RunOutcomes
 from headwater.engine.registry import FunctionRegistry
+from headwater.engine.replay import Replays
 from headwater.engine.triggers import RunPlanner
 from headwater.engine.waits import WaitMatcher
 from headwater.engine.worker import Worker
@@ -96,6 +97,10 @@ class Engine:
             on_stored=self._on_stored,
         )
         self.outcomes = RunOutcomes(store, self.event_log)
+        self.replays = Replays(store, self.registry, self._wake, self.owner)
+        #: Called with every batch of events stored by this process (the dashboard's live
+        #: stream listens here); a listener must not block.
+        self.event_listeners: list[Callable[[Sequence[EventRecord]], None]] = []
         self.matcher = WaitMatcher(store, self.event_log, self._wake, self.outcomes.cancel)
         #: Names of events some run waits for: only those events are matched against waits.
         self.watched_names: set[str] = {rule.event for f in self.registry for rule in f.cancel_on}
@@ -118,6 +123,11 @@ class Engine:
         self._concurrency = concurrency
 
     def _on_stored(self, records: Sequence[EventRecord]) -> None:
+        for listener in self.event_listeners:
+            try:
+                listener(records)
+            except Exception:
+                log.exception("an event listener failed")
         names = [record.name for record in records]
         if self.worker is None or self.watched_names.isdisjoint(names):
             return
@@ -250,6 +260,7 @@ class Engine:
             self._background.add(refresh)
         if len(self.registry):
             await self._run_functions()
+        self.replays.start()
 
     async def _run_functions(self) -> None:
         self.cron = CronScheduler(self.store, self.event_log, self.registry)
@@ -268,6 +279,7 @@ class Engine:
 
     async def stop(self) -> None:
         self._started = False
+        await self.replays.close()
         if self.cron is not None:  # first: no new runs while the worker stops
             await self.cron.stop()
             self.cron = None

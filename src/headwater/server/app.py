@@ -22,9 +22,13 @@ from headwater.crypto import KeySource
 from headwater.engine.runtime import Engine
 from headwater.sdk.functions import FunctionDefinition
 from headwater.server.auth import EventKeys, SigningKeys
+from headwater.server.dashboard.live import EventFeed
+from headwater.server.dashboard.pages import dashboard_routes
+from headwater.server.dashboard.session import SessionKeys
 from headwater.server.ingest import IngestASGI, IngestCore, make_ingest_endpoint
 from headwater.server.middleware import RequireSigningKey, ServerKindHeader
 from headwater.server.openapi import openapi_document
+from headwater.server.replay_api import replay_routes
 from headwater.server.responses import json_response
 from headwater.server.rest import rest_routes
 from headwater.server.runs_api import runs_routes
@@ -142,6 +146,13 @@ def create_app(
             await engine.stop()
             await store.close()
 
+    feed = EventFeed()
+    engine.event_listeners.append(feed.publish)
+    session_keys = SessionKeys(
+        login_required=production,
+        signing_key=settings.signing_key,
+        password=settings.dashboard_password,
+    )
     core = IngestCore(event_log, EventKeys(settings.event_keys), settings.limits)
     ingest = make_ingest_endpoint(core)
     routes = [
@@ -152,8 +163,10 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *rest_routes(event_log),
         *runs_routes(store, event_log, engine.outcomes),
+        *replay_routes(engine.replays),
         *sync_routes(syncer),
         *sdk_routes(engine),
+        *dashboard_routes(engine, syncer, session_keys, feed),
     ]
     middleware = [
         Middleware(ServerKindHeader, kind=settings.server_kind),

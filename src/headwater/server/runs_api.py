@@ -18,9 +18,27 @@ from headwater.protocol.ids import is_ulid, new_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
 from headwater.server.rest import parse_rfc3339
 from headwater.store import Store
-from headwater.store.runs import RunRecord, RunStatus
+from headwater.store.runs import RunRecord, RunStatus, StepRecord
 
 _CANCEL_PAGE: Final = 500
+
+
+def step_json(step: StepRecord) -> dict[str, Any]:
+    """A recorded step: its memo's `data` as output (or its `error`), and its timing."""
+    memo = orjson.loads(step.memo_json)
+    body: dict[str, Any] = {
+        "id": step.step_id,
+        "name": step.name,
+        "op": step.op,
+        "started_at": rfc3339(step.started_at),
+        "ended_at": rfc3339(step.ended_at),
+        "attempts": step.attempts,
+    }
+    if isinstance(memo, dict) and "error" in memo:
+        body["error"] = memo["error"]
+    else:
+        body["output"] = memo.get("data") if isinstance(memo, dict) else memo
+    return body
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -75,7 +93,17 @@ def runs_routes(store: Store, event_log: EventLog, outcomes: RunOutcomes) -> lis
         run = await store.get_run(run_id.upper())
         if run is None:
             return api_error(404, "Run not found", "not_found")
-        return api_data(run_json(run))
+        link = await store.replay_link(run.run_id)
+        body = run_json(run)
+        body["replay_of"] = link.replay_of if link is not None else None
+        return api_data(body)
+
+    async def run_steps(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        if not is_ulid(run_id):
+            return api_error(400, "the run id must be a ULID", "invalid_id")
+        steps = await store.list_steps(run_id.upper())
+        return api_data([step_json(step) for step in steps])
 
     async def event_runs(request: Request) -> Response:
         internal_id = request.path_params["internal_id"]
@@ -155,5 +183,6 @@ def runs_routes(store: Store, event_log: EventLog, outcomes: RunOutcomes) -> lis
         Route("/v1/cancellations", bulk_cancel, methods=["POST"]),
         Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
         Route("/v1/runs/{run_id}", cancel_run, methods=["DELETE"]),
+        Route("/v1/runs/{run_id}/steps", run_steps, methods=["GET"]),
         Route("/v1/events/{internal_id}/runs", event_runs, methods=["GET"]),
     ]

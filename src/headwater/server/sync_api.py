@@ -76,6 +76,8 @@ class AppSyncer:
         self._task: asyncio.Task[None] | None = None
         #: One client for every PUT: making one loads the CA bundle (~30 ms of CPU).
         self._client: httpx.AsyncClient | None = None
+        #: The last problem of each `-u` URL whose sync is failing (the dashboard shows them).
+        self.failures: dict[str, str] = {}
         # The HTTP driver signs its calls with the server's key and names its kind (the engine is
         # built before the settings reach it).
         engine.http_driver.configure(
@@ -130,6 +132,10 @@ class AppSyncer:
                 except httpx.HTTPError as exc:
                     ok, problem = False, repr(exc)
                 # Log a change of state only: the poll runs every few seconds.
+                if problem is None:
+                    self.failures.pop(url, None)
+                else:
+                    self.failures[url] = problem
                 if not ok and url not in failing:
                     log.warning("syncing the app at %s failed: %s", url, problem)
                     failing.add(url)

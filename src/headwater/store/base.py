@@ -8,6 +8,7 @@ from typing import Protocol
 
 from headwater.crypto import SealedUser
 from headwater.store.apps import AppFunctionRecord, AppRecord
+from headwater.store.queries import QueryVerbs
 from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord, WaitRecord
 from headwater.types import Millis
 
@@ -64,10 +65,11 @@ class EventQuery:
         return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
-class Store(Protocol):
+class Store(QueryVerbs, Protocol):
     """What the engine and the server need from a database.
 
-    Every verb is one transaction. A verb that writes returns only after its transaction is
+    The dashboard's reads and replay's writes are in `QueryVerbs` (queries.py). Every verb is one
+    transaction. A verb that writes returns only after its transaction is
     durable (committed and, for SQLite with synchronous=FULL, fsynced).
     """
 

@@ -1,0 +1,217 @@
+"""Replay: run a finished run's function again on the same events, from the start or from a step.
+
+A replay is a new run (`replay_of` links it to the original) on the same stored events: the same
+rows, so the same sealed `user` (opened for the function as for any run, unless it was erased
+since), and every event of a batch run. Replaying from a step copies the memos of the steps
+recorded before it, so those steps are not executed again.
+
+A bulk replay is a job stored with its progress: the runs of one function created in a window,
+with chosen statuses, replayed newest first page by page. It runs in the background of the
+engine, can be stopped (by any process: the runner notices at its next page), and resumes after a
+restart from its last saved position. One process runs a job at a time, under a lease it renews
+with each page; an engine takes over the jobs whose lease expired (their process died) when it
+starts and every `RESUME_INTERVAL_S`. The runs of the page in flight when a process dies may be
+replayed twice: a page is saved after its runs are created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from headwater.clock import now_ms
+from headwater.engine.registry import FunctionRegistry
+from headwater.errors import ReplayError
+from headwater.protocol.ids import new_ulid
+from headwater.store import Store
+from headwater.store.queries import Cursor, ReplayJob, ReplayJobState, ReplayLink, RunQuery
+from headwater.store.runs import NewRun, RunRecord, RunStatus
+from headwater.types import Millis
+
+log = logging.getLogger("headwater.replay")
+
+#: Runs replayed per page of a bulk replay; the job's progress is saved (and a stop noticed)
+#: after each page.
+JOB_PAGE: Final = 50
+#: How long a job's runner may go without saving a page before another process may take it over.
+JOB_LEASE_MS: Final = 120_000
+RESUME_INTERVAL_S: Final = 30.0
+#: A job's total is counted once, when it starts, up to this many runs per status.
+JOB_COUNT_CAP: Final = 1_000_000
+
+
+class Replays:
+    def __init__(
+        self, store: Store, registry: FunctionRegistry, wake: Callable[[], None], owner: str
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.wake = wake
+        self.owner = owner
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._resumer: asyncio.Task[None] | None = None
+
+    async def replay_run(
+        self, run_id: str, from_step: str | None = None, *, job_id: str | None = None
+    ) -> RunRecord:
+        """Create the replay of a finished run. ReplayError (code not_found, run_active,
+        function_missing, step_not_found) when it cannot be."""
+        original = await self.store.get_run(run_id)
+        if original is None:
+            raise ReplayError(f"no run {run_id}", "not_found")
+        if not original.status.is_final:
+            raise ReplayError(
+                f"run {run_id} is still {original.status.value}: replay it once it has ended",
+                "run_active",
+            )
+        if self.registry.get(original.function_id) is None:
+            raise ReplayError(
+                f"function {original.function_id!r} is not registered: it cannot be replayed",
+                "function_missing",
+            )
+        copied = []
+        if from_step is not None:
+            steps = await self.store.list_steps(run_id)
+            position = next((i for i, s in enumerate(steps) if s.step_id == from_step), None)
+            if position is None:
+                known = ", ".join(f"{s.step_id} ({s.name})" for s in steps) or "none"
+                raise ReplayError(
+                    f"from_step {from_step!r} is not a step of run {run_id}; its steps: {known}",
+                    "step_not_found",
+                )
+            copied = steps[:position]
+        now = now_ms()
+        replay = NewRun(new_ulid(), original.function_id, original.event_ids, now, now)
+        record = await self.store.create_replay(
+            replay, ReplayLink(replay.run_id, run_id, from_step, job_id), copied
+        )
+        self.wake()
+        return record
+
+    # -- bulk replays ------------------------------------------------------------------------
+
+    async def start_job(
+        self,
+        function_id: str,
+        created_after: Millis,
+        created_before: Millis,
+        statuses: Sequence[RunStatus],
+    ) -> ReplayJob:
+        """Store a bulk replay and start it. ReplayError (code invalid_request) for a function
+        that is not registered, an empty window or a status that is not final."""
+        if self.registry.get(function_id) is None:
+            raise ReplayError(f"function_id {function_id!r} is not registered", "invalid_request")
+        if not statuses:
+            raise ReplayError("statuses must name at least one final status", "invalid_request")
+        active = [status.value for status in statuses if not status.is_final]
+        if active:
+            raise ReplayError(
+                f"statuses must be final (Completed, Failed, Cancelled, Skipped), not {active}",
+                "invalid_request",
+            )
+        now = now_ms()
+        # Runs created from now on (the replays themselves among them) are not part of the job.
+        created_before = min(created_before, now)
+        if created_after >= created_before:
+            raise ReplayError("from must be earlier than to (and than now)", "invalid_request")
+        counts = await self.store.count_runs(
+            function_id, created_after, created_before, cap=JOB_COUNT_CAP
+        )
+        job = ReplayJob(
+            job_id=new_ulid(),
+            function_id=function_id,
+            created_after=created_after,
+            created_before=created_before,
+            statuses=tuple(dict.fromkeys(statuses)),
+            state=ReplayJobState.RUNNING,
+            total=sum(counts.count(status) for status in set(statuses)),
+            replayed=0,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.create_replay_job(job)
+        await self._claim_and_launch(job)
+        return job
+
+    async def stop_job(self, job_id: str) -> bool:
+        """Stop a running job (it ends Cancelled after the run it is replaying); False if it had
+        already ended."""
+        stopped = await self.store.end_replay_job(job_id, ReplayJobState.CANCELLED, now_ms())
+        task = self._jobs.get(job_id)
+        if stopped and task is not None:
+            task.cancel()
+        return stopped
+
+    async def resume(self) -> None:
+        """Take over the running jobs no process holds (a stopped server left them)."""
+        for job in await self.store.list_replay_jobs(limit=100):
+            if job.state is ReplayJobState.RUNNING and job.job_id not in self._jobs:
+                await self._claim_and_launch(job)
+
+    def start(self) -> None:
+        """Resume jobs now and every `RESUME_INTERVAL_S` while the engine runs."""
+        if self._resumer is None:
+            self._resumer = asyncio.create_task(self._keep_resuming(), name="replay-resume")
+
+    async def _keep_resuming(self) -> None:
+        while True:
+            try:
+                await self.resume()
+            except Exception:
+                log.exception("resuming the bulk replays failed")
+            await asyncio.sleep(RESUME_INTERVAL_S)
+
+    async def close(self) -> None:
+        if self._resumer is not None:
+            self._resumer.cancel()
+            await asyncio.gather(self._resumer, return_exceptions=True)
+            self._resumer = None
+        tasks = list(self._jobs.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._jobs.clear()
+
+    async def _claim_and_launch(self, job: ReplayJob) -> None:
+        now = now_ms()
+        if await self.store.claim_replay_job(job.job_id, self.owner, now, now + JOB_LEASE_MS):
+            self._launch(job)
+
+    def _launch(self, job: ReplayJob) -> None:
+        task = asyncio.create_task(self._run_job(job), name=f"replay-job-{job.job_id}")
+        self._jobs[job.job_id] = task
+        task.add_done_callback(lambda _: self._jobs.pop(job.job_id, None))
+
+    async def _run_job(self, job: ReplayJob) -> None:
+        cursor, replayed = job.cursor, job.replayed
+        try:
+            while True:
+                query = RunQuery(
+                    limit=JOB_PAGE,
+                    function_id=job.function_id,
+                    statuses=job.statuses,
+                    created_after=job.created_after,
+                    created_before=job.created_before,
+                    cursor=cursor,
+                )
+                page = await self.store.list_runs(query)
+                for run in page:
+                    await self.replay_run(run.run_id, job_id=job.job_id)
+                    replayed += 1
+                if page:
+                    cursor = Cursor(page[-1].created_at, page[-1].run_id)
+                    now = now_ms()
+                    if not await self.store.record_replay_progress(
+                        job.job_id, self.owner, replayed, cursor, now, now + JOB_LEASE_MS
+                    ):
+                        return  # stopped meanwhile (or taken over after a stall)
+                if query.next_cursor(page) is None:
+                    await self.store.end_replay_job(job.job_id, ReplayJobState.COMPLETED, now_ms())
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("bulk replay %s failed", job.job_id)
+            await self.store.end_replay_job(job.job_id, ReplayJobState.FAILED, now_ms(), str(exc))

@@ -1,0 +1,300 @@
+"""Replay end to end: a real server process runs tests/integration/apps/dash.py; runs are replayed
+through the REST API, one at a time and in bulk, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from headwater.protocol.ids import new_ulid
+from headwater.store import open_store
+from headwater.store.queries import ReplayJob, ReplayJobState
+from headwater.store.runs import RunStatus
+from tests.harness import RunningServer
+
+APP = "tests.integration.apps.dash:hw"
+FINAL = {"Completed", "Failed", "Cancelled", "Skipped"}
+
+
+class Dash:
+    def __init__(self, server: RunningServer, trace: Path) -> None:
+        self.server = server
+        self.trace = trace
+        self.http = httpx.Client(base_url=server.url, timeout=30)
+
+    def send(self, event: dict[str, Any]) -> str:
+        response = self.http.post("/e/k", json=event)
+        assert response.status_code == 200, response.text
+        return str(response.json()["ids"][0])
+
+    def run_of(self, event_id: str) -> dict[str, Any]:
+        return self.wait(lambda: self.http.get(f"/v1/events/{event_id}/runs").json()["data"])[0]
+
+    def started_run(self, event_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            runs = self.http.get(f"/v1/events/{event_id}/runs").json()["data"]
+            if runs:
+                return dict(runs[0])
+            time.sleep(0.05)
+        raise AssertionError(f"no run for {event_id}\n{self.server.log()}")
+
+    def final_run(self, run_id: str) -> dict[str, Any]:
+        def get() -> list[dict[str, Any]]:
+            run = self.http.get(f"/v1/runs/{run_id}").json()["data"]
+            return [run] if run["status"] in FINAL else []
+
+        return self.wait(get)[0]
+
+    def wait(self, read: Any, timeout: float = 20) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = read()
+            if value and all(r.get("status") in FINAL for r in value if "status" in r):
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; last: {value}\n{self.server.log()}")
+
+    def traced(self, line: str) -> int:
+        if not self.trace.exists():
+            return 0
+        return self.trace.read_text().splitlines().count(line)
+
+
+@pytest.fixture(scope="module")
+def dash(module_server_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
+    data_dir = tmp_path_factory.mktemp("dash")
+    trace = data_dir / "trace.log"
+    server = RunningServer(
+        data_dir, db_url=module_server_db_url, env={"DASH_TRACE": str(trace)}, extra_args=[APP]
+    ).start()
+    dash = Dash(server, trace)
+    try:
+        yield dash
+    finally:
+        dash.http.close()
+        server.stop()
+
+
+def test_replay_from_the_start_reruns_every_step_and_links_the_original(dash: Dash) -> None:
+    # Given a completed run whose event carries a user object
+    event_id = dash.send(
+        {"name": "dash/order.placed", "data": {"order": "A1"}, "user": {"email": "a@x.test"}}
+    )
+    original = dash.final_run(dash.run_of(event_id)["run_id"])
+    assert original["status"] == "Completed"
+    # When it is replayed from the start
+    response = dash.http.post(f"/v1/runs/{original['run_id']}/replay")
+    assert response.status_code == 201, response.text
+    replay = response.json()["data"]
+    assert replay["replay_of"] == original["run_id"]
+    # Then it runs again on the same event, with its user, and links to the original
+    done = dash.final_run(replay["run_id"])
+    assert done["status"] == "Completed"
+    assert done["replay_of"] == original["run_id"]
+    assert done["event_ids"] == original["event_ids"]
+    assert done["output"] == original["output"]
+    assert done["output"]["user"] == {"email": "a@x.test"}
+    assert dash.traced("charge:A1") == 2
+    assert dash.http.get(f"/v1/runs/{original['run_id']}").json()["data"]["replay_of"] is None
+
+
+def test_replay_from_a_step_copies_the_steps_before_it(dash: Dash) -> None:
+    event_id = dash.send({"name": "dash/order.placed", "data": {"order": "B2", "fail": True}})
+    original = dash.final_run(dash.run_of(event_id)["run_id"])
+    assert original["status"] == "Failed"
+    steps = dash.http.get(f"/v1/runs/{original['run_id']}/steps").json()["data"]
+    ship = next(step for step in steps if step["name"] == "ship")
+    # When the failed run is replayed from its failed step
+    response = dash.http.post(
+        f"/v1/runs/{original['run_id']}/replay", json={"from_step": ship["id"]}
+    )
+    assert response.status_code == 201, response.text
+    replay = dash.final_run(response.json()["data"]["run_id"])
+    # Then "charge" was copied, not executed again; "ship" ran (and failed) again
+    assert replay["status"] == "Failed"
+    assert dash.traced("charge:B2") == 1
+    assert dash.traced("ship:B2") == 2
+    copied = dash.http.get(f"/v1/runs/{replay['run_id']}/steps").json()["data"]
+    assert copied[0]["name"] == "charge" and copied[0]["output"] == {"order": "B2", "charged": True}
+
+
+def test_replay_refusals_name_the_problem(dash: Dash) -> None:
+    event_id = dash.send({"name": "dash/sleep", "data": {}})
+    run_id = dash.started_run(event_id)["run_id"]
+    refused = dash.http.post(f"/v1/runs/{run_id}/replay")
+    assert refused.status_code == 409 and refused.json()["code"] == "run_active"
+    assert dash.http.delete(f"/v1/runs/{run_id}").status_code == 200
+    bad_step = dash.http.post(f"/v1/runs/{run_id}/replay", json={"from_step": "nope"})
+    assert bad_step.status_code == 400 and "from_step" in bad_step.json()["error"]
+    missing = dash.http.post("/v1/runs/01J00000000000000000000000/replay")
+    assert missing.status_code == 404
+    bad_body = dash.http.post(f"/v1/runs/{run_id}/replay", content=b"[1]")
+    assert bad_body.status_code == 400
+
+
+def test_bulk_replay_replays_the_window_and_reports_progress(dash: Dash) -> None:
+    # Given three failed runs
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    originals = []
+    for index in range(3):
+        event_id = dash.send(
+            {"name": "dash/order.placed", "data": {"order": f"C{index}", "fail": True}}
+        )
+        originals.append(dash.run_of(event_id)["run_id"])
+    for run_id in originals:
+        assert dash.final_run(run_id)["status"] == "Failed"
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    # When the function's failed runs of the window are replayed in bulk
+    response = dash.http.post(
+        "/v1/replays",
+        json={"function_id": "dash-pipeline", "from": start, "to": end, "statuses": ["Failed"]},
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()["data"]
+    assert job["total"] >= 3
+    # Then the job completes, having replayed each of them once
+    deadline = time.monotonic() + 20
+    while job["state"] == "Running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = dash.http.get(f"/v1/replays/{job['id']}").json()["data"]
+    assert job["state"] == "Completed", job
+    assert job["replayed"] == job["total"]
+    for index in range(3):
+        deadline = time.monotonic() + 20
+        while dash.traced(f"ship:C{index}") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dash.traced(f"ship:C{index}") == 2
+    assert job["id"] in [j["id"] for j in dash.http.get("/v1/replays").json()["data"]]
+    # And stopping an ended job is refused
+    assert dash.http.post(f"/v1/replays/{job['id']}/cancel").status_code == 409
+
+
+def test_bulk_replay_can_be_stopped(dash: Dash) -> None:
+    response = dash.http.post(
+        "/v1/replays",
+        json={
+            "function_id": "dash-pipeline",
+            "from": "2000-01-01T00:00:00Z",
+            "to": "2100-01-01T00:00:00Z",
+            "statuses": ["Completed", "Failed"],
+        },
+    )
+    assert response.status_code == 202
+    job_id = response.json()["data"]["id"]
+    stopped = dash.http.delete(f"/v1/replays/{job_id}")
+    if stopped.status_code == 200:
+        assert stopped.json()["data"]["state"] == "Cancelled"
+    else:  # it had already finished: a tiny window
+        assert stopped.status_code == 409
+    time.sleep(0.3)
+    assert dash.http.get(f"/v1/replays/{job_id}").json()["data"]["state"] in {
+        "Cancelled",
+        "Completed",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"from": "2000-01-01T00:00:00Z", "to": "2001-01-01T00:00:00Z"}, "function_id"),
+        ({"function_id": "dash-pipeline", "to": "2001-01-01T00:00:00Z"}, "from"),
+        ({"function_id": "dash-pipeline", "from": "x", "to": "2001-01-01T00:00:00Z"}, "from"),
+        (
+            {
+                "function_id": "dash-pipeline",
+                "from": "2000-01-01T00:00:00Z",
+                "to": "2001-01-01T00:00:00Z",
+                "statuses": ["Nope"],
+            },
+            "statuses",
+        ),
+        (
+            {
+                "function_id": "dash-pipeline",
+                "from": "2000-01-01T00:00:00Z",
+                "to": "2001-01-01T00:00:00Z",
+                "statuses": ["Running"],
+            },
+            "statuses",
+        ),
+        (
+            {"function_id": "nope", "from": "2000-01-01T00:00:00Z", "to": "2001-01-01T00:00:00Z"},
+            "function_id",
+        ),
+    ],
+)
+def test_bulk_replay_bad_requests_name_the_field(
+    dash: Dash, body: dict[str, Any], field: str
+) -> None:
+    response = dash.http.post("/v1/replays", json=body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["error"]
+
+
+def test_a_bulk_replay_left_running_resumes_when_a_server_starts(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    trace = tmp_path / "trace.log"
+
+    def start() -> Dash:
+        server = RunningServer(
+            tmp_path, db_url=db_url, env={"DASH_TRACE": str(trace)}, extra_args=[APP]
+        )
+        return Dash(server.start(), trace)
+
+    # Given a failed run, and then a bulk replay of it stored as Running by a server that stopped
+    first = start()
+    try:
+        event_id = first.send({"name": "dash/order.placed", "data": {"order": "R1", "fail": True}})
+        original = first.final_run(first.run_of(event_id)["run_id"])
+    finally:
+        first.http.close()
+        first.server.stop()
+    now = int(time.time() * 1000)
+    job = ReplayJob(
+        job_id=new_ulid(),
+        function_id="dash-pipeline",
+        created_after=now - 600_000,
+        created_before=now,
+        statuses=(RunStatus.FAILED,),
+        state=ReplayJobState.RUNNING,
+        total=1,
+        replayed=0,
+        created_at=now,
+        updated_at=now,
+    )
+
+    async def store_job() -> None:
+        store = open_store(db_url)
+        await store.open()
+        try:
+            await store.create_replay_job(job)
+        finally:
+            await store.close()
+
+    asyncio.run(store_job())
+    # When a server starts on that database
+    second = start()
+    try:
+        # Then it takes the job over and completes it
+        deadline = time.monotonic() + 20
+        state = "Running"
+        while state == "Running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = second.http.get(f"/v1/replays/{job.job_id}").json()["data"]["state"]
+        assert state == "Completed"
+        still = second.http.get(f"/v1/runs/{original['run_id']}").json()["data"]
+        assert still["status"] == "Failed"  # the original is left as it was
+        deadline = time.monotonic() + 20
+        while second.traced("ship:R1") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.traced("ship:R1") == 2
+    finally:
+        second.http.close()
+        second.server.stop()
