@@ -171,6 +171,31 @@ def test_an_account_scoped_limit_is_shared_by_every_function_using_the_key(flow:
     assert max_overlap(list(spans.values())) == 1  # limit 1 across both functions
 
 
+def test_replays_obey_the_functions_concurrency_limit(flow: Flow) -> None:
+    run = tag()
+    datas = [{"customer": run, "seq": f"{run}-{i}", "work": 0.2} for i in range(6)]
+    ids = flow.send_many("flow/concurrency", datas)
+    originals = flow.wait_final(ids, count=6)
+    replayed_after = int(time.time() * 1000)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        replies = list(
+            pool.map(lambda r: flow.http.post(f"/v1/runs/{r['run_id']}/replay"), originals)
+        )
+    assert [reply.status_code for reply in replies] == [201] * 6, replies[0].text
+    replay_ids = [reply.json()["data"]["run_id"] for reply in replies]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        statuses = [flow.http.get(f"/v1/runs/{i}").json()["data"]["status"] for i in replay_ids]
+        if all(status in FINAL for status in statuses):
+            break
+        time.sleep(0.1)
+    assert statuses == ["Completed"] * 6
+    marks = [m for m in flow.marks("per-customer") if m.at >= replayed_after]
+    spans = intervals(marks, {d["seq"] for d in datas})
+    assert len(spans) == 6
+    assert max_overlap(list(spans.values())) == 2
+
+
 def test_a_sleeping_run_does_not_hold_a_concurrency_slot(flow: Flow) -> None:
     run = tag()
     ids = flow.send_many("flow/sleepy", [{"seq": f"{run}-{i}"} for i in range(3)])

@@ -17,18 +17,24 @@ replayed twice: a page is saved after its runs are created.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
+import orjson
+
 from headwater.clock import now_ms
+from headwater.engine.flow_planning import plan_flow
 from headwater.engine.registry import FunctionRegistry
 from headwater.errors import ReplayError
+from headwater.flow.rules import NO_FLOW, RunFlow
 from headwater.protocol.ids import new_ulid
+from headwater.sdk.functions import FunctionDefinition
 from headwater.store import Store
 from headwater.store.queries import Cursor, ReplayJob, ReplayJobState, ReplayLink, RunQuery
 from headwater.store.runs import NewRun, RunRecord, RunStatus
-from headwater.types import Millis
+from headwater.types import JSONObject, Millis
 
 log = logging.getLogger("headwater.replay")
 
@@ -66,7 +72,8 @@ class Replays:
                 f"run {run_id} is still {original.status.value}: replay it once it has ended",
                 "run_active",
             )
-        if self.registry.get(original.function_id) is None:
+        definition = self.registry.get(original.function_id)
+        if definition is None:
             raise ReplayError(
                 f"function {original.function_id!r} is not registered: it cannot be replayed",
                 "function_missing",
@@ -83,12 +90,33 @@ class Replays:
                 )
             copied = steps[:position]
         now = now_ms()
-        replay = NewRun(new_ulid(), original.function_id, original.event_ids, now, now)
+        flow = await self._replay_flow(definition, original, now)
+        replay = NewRun(new_ulid(), original.function_id, original.event_ids, now, now, flow=flow)
         record = await self.store.create_replay(
             replay, ReplayLink(replay.run_id, run_id, from_step, job_id), copied
         )
         self.wake()
         return record
+
+    async def _replay_flow(
+        self, definition: FunctionDefinition, original: RunRecord, now: Millis
+    ) -> RunFlow:
+        """The flow control a replay obeys: the function's concurrency, throttle and priority (a
+        bulk replay must not overrun a limit), but no rate limit, singleton or grouping: a replay
+        is asked for explicitly, and replays exactly the original's events."""
+        event = await self.store.get_event(original.event_ids[0]) if original.event_ids else None
+        if event is None:
+            return NO_FLOW
+        # Keys see the event's name and data (the sealed `user` is not opened for them here).
+        wire: JSONObject = {
+            "name": event.name,
+            "data": orjson.loads(event.data_json),
+            "user": {},
+            "id": event.id,
+            "ts": event.ts,
+        }
+        flow = plan_flow(definition, wire, now).flow
+        return dataclasses.replace(flow, rate_limit=None, singleton=None, group=None)
 
     # -- bulk replays ------------------------------------------------------------------------
 
