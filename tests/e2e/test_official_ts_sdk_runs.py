@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.official_sdks import InstalledSdk, unavailable
+from tests.harness import EVENT_KEY, SIGNING_KEY
 from tests.served_apps import ServedApp, ServedAppScenarios, served_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -135,3 +136,36 @@ def served(
 
 class TestOfficialTypeScriptSdk(ServedAppScenarios):
     """The scenarios of tests/served_apps.py, served by npm `inngest` 4.x under node:http."""
+
+
+class TestOfficialTypeScriptSdkInProduction(ServedAppScenarios):
+    """The same against `headwater start`, the app in production mode (INNGEST_DEV unset,
+    INNGEST_SIGNING_KEY and INNGEST_BASE_URL set): every call is signed and verified by the SDK,
+    every reply signed by the SDK and verified by the server. SQLite only."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def served(
+        cls, inngest_js: InstalledSdk, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[ServedApp]:
+        node = shutil.which("node")
+        if node is None:
+            unavailable("node is needed to run the TypeScript app")
+        (inngest_js.folder / "ts_app.mjs").write_text(TS_APP)
+        data_dir = tmp_path_factory.mktemp("ts-sdk-production")
+        with served_app(
+            data_dir=data_dir,
+            db_url=f"sqlite:///{data_dir / 'server.db'}",
+            app_id=APP_ID,
+            sdk_prefix="js:v4.",
+            app_command=[node, "ts_app.mjs"],
+            app_cwd=inngest_js.folder,
+            app_env={
+                "INNGEST_SIGNING_KEY": SIGNING_KEY,
+                "INNGEST_BASE_URL": "{server}",
+                "INNGEST_EVENT_KEY": EVENT_KEY,
+            },
+            sync_with_flag=False,
+            production=True,
+        ) as app:
+            yield app

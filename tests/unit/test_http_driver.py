@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -287,3 +288,44 @@ async def test_the_driver_says_use_api_when_a_call_exceeds_the_limit(
     shape = "inline" if not body["use_api"] else ("steps" if body["events"] else "steps and events")
     assert shape == expected
     assert body["ctx"]["use_api"] is body["use_api"]
+
+
+@pytest.mark.parametrize(
+    ("reply_key", "age_s", "accepted"),
+    [
+        ("signkey-prod-" + "ab" * 32, 0, True),  # the signing key
+        ("signkey-prod-" + "cd" * 32, 0, True),  # its fallback
+        ("signkey-prod-" + "ef" * 32, 0, False),  # another key
+        ("signkey-prod-" + "ab" * 32, 301, False),  # older than 5 minutes
+        (None, 0, False),  # unsigned
+    ],
+)
+async def test_production_replies_must_be_signed(
+    reply_key: str | None, age_s: int, accepted: bool
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = b'{"ok": true}'
+        headers = {"X-Inngest-SDK": "inngest-js:v4.24.0"}
+        if reply_key is not None:
+            headers["X-Inngest-Signature"] = signature(body, reply_key, int(time.time()) - age_s)
+        return httpx.Response(200, headers=headers, content=body)
+
+    event = {"name": "a/b", "data": {}, "id": "01H", "ts": 5}
+    request = CallRequest("app-f", event, [event], {}, CallContext("run", 0, 5))
+    function = define_function("app", lambda ctx: None, id="f", triggers=[EventTrigger("a/b")])
+    function = type(function)(**{**_fields(function), "url": "http://app/api/inngest"})
+    driver = HttpDriver(
+        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        signing_key="signkey-prod-" + "ab" * 32,
+        signing_key_fallback="signkey-prod-" + "cd" * 32,
+        server_kind="cloud",
+    )
+    try:
+        response = await driver.call(function, request, None)
+    finally:
+        await driver.aclose()
+    if accepted:
+        assert response.done and response.output == {"ok": True}
+    else:
+        assert response.error is not None and response.error.name == "InvalidSignature"
+        assert not response.no_retry

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -45,7 +43,7 @@ def sdk_routes(engine: Engine) -> list[Route]:
         return await run_state(request, "actions")
 
     async def invoke(request: Request) -> Response:
-        slug = unquote(request.path_params["slug"])
+        slug = request.path_params["slug"]  # Starlette has already percent-decoded the path
         if not slug:
             return api_error(400, "Function slug is required", "invalid_request")
         raw = await request.body()

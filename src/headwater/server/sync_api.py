@@ -82,6 +82,7 @@ class AppSyncer:
         # built before the settings reach it).
         engine.http_driver.configure(
             signing_key=settings.signing_key,
+            signing_key_fallback=settings.signing_key_fallback,
             server_kind=settings.server_kind,
             state_limit_bytes=settings.call_state_limit_bytes,
         )

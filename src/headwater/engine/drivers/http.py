@@ -14,6 +14,10 @@ the results and the order the SDK sees are the same, only slower for long parall
 `StepRun` reply (a step run at once) is checkpointed the same way and the function called again
 in the same execution, so a chain of steps costs no queue round trip per step.
 
+In production (a `cloud` server with a signing key) every reply of an SDK must carry a valid
+`X-Inngest-Signature` over its body, as the official SDKs and `hw.serve()` sign them (5-minute
+window, the signing key or its fallback, constant-time compare); one that does not is retried.
+
 Never sent: `ctx.fn_id` and `ctx.qi_id`. Their presence switches the TS SDK v4 to checkpointing
 (§3.9), which this server does not implement.
 """
@@ -46,7 +50,7 @@ from headwater.protocol.steps import (
 )
 from headwater.sdk.execution import Checkpoint, EventSender
 from headwater.sdk.functions import FunctionDefinition
-from headwater.sdk.signatures import sign
+from headwater.sdk.signatures import SignatureError, sign, verify
 from headwater.types import JSON, JSONObject
 
 log = logging.getLogger("headwater.drivers.http")
@@ -288,11 +292,13 @@ class HttpDriver:
         self,
         *,
         signing_key: str | None = None,
+        signing_key_fallback: str | None = None,
         server_kind: str = "dev",
         client: httpx.AsyncClient | None = None,
         state_limit_bytes: int = DEFAULT_STATE_LIMIT_BYTES,
     ) -> None:
         self.signing_key = signing_key
+        self.signing_key_fallback = signing_key_fallback
         self.server_kind = server_kind
         self.state_limit_bytes = state_limit_bytes
         #: Made on first use (in the serving event loop); tests pass one with a mock transport.
@@ -303,12 +309,19 @@ class HttpDriver:
         *,
         signing_key: str | None,
         server_kind: str,
+        signing_key_fallback: str | None = None,
         state_limit_bytes: int = DEFAULT_STATE_LIMIT_BYTES,
     ) -> None:
         """Set what the server's settings say (the engine is built before them)."""
         self.signing_key = signing_key
+        self.signing_key_fallback = signing_key_fallback
         self.server_kind = server_kind
         self.state_limit_bytes = state_limit_bytes
+
+    @property
+    def verifies_replies(self) -> bool:
+        """In production (a `cloud` server with a signing key) every SDK reply must be signed."""
+        return self.server_kind == "cloud" and bool(self.signing_key)
 
     def client_for(self, run_id: str) -> httpx.AsyncClient:
         """The client of a run's calls: one of CLIENT_SHARDS, each with its own small pool.
@@ -441,4 +454,17 @@ class HttpDriver:
         except httpx.HTTPError as exc:
             log.info("calling %s failed: %s", url, exc)
             return CallResponse(error=FunctionError("HTTPError", f"calling {url} failed: {exc!r}"))
+        if self.verifies_replies and "x-inngest-sdk" in reply.headers:
+            try:
+                verify(
+                    reply.headers.get("x-inngest-signature"),
+                    reply.content,
+                    [self.signing_key, self.signing_key_fallback],
+                )
+            except SignatureError as exc:
+                # Not what the app with our key answered (a proxy, a replay, another key):
+                # retry rather than act on it.
+                log.warning("the reply of %s is refused: %s", url, exc)
+                problem = str(exc).replace("request", "reply")
+                return CallResponse(error=FunctionError("InvalidSignature", f"{url}: {problem}"))
         return parse_reply(reply.status_code, reply.headers, reply.content)
