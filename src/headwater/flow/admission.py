@@ -37,6 +37,9 @@ class Admission:
     throttle_tats: dict[str, Millis] = field(default_factory=dict)
     #: Keys at their limit (after what this admission took).
     saturated: set[str] = field(default_factory=set)
+    #: Items held back by a key at its limit: item id → that key (and its limit). The store sets
+    #: them aside until the key has a free slot, so later claims do not read them again.
+    blocked: dict[str, ConcurrencySlot] = field(default_factory=dict)
 
 
 def in_flight_counts(executing: Iterable[Sequence[str | None]]) -> Counter[str]:
@@ -49,6 +52,11 @@ def in_flight_counts(executing: Iterable[Sequence[str | None]]) -> Counter[str]:
 
 def saturated_keys(counts: Mapping[str, int], limits: Mapping[str, int]) -> set[str]:
     return {key for key, limit in limits.items() if counts.get(key, 0) >= limit}
+
+
+def free_slots(counts: Mapping[str, int], key: str, limit: int) -> int:
+    """How many more items of `key` may execute now."""
+    return max(0, limit - counts.get(key, 0))
 
 
 def admit(
@@ -65,9 +73,10 @@ def admit(
         if len(result.taken) >= want:
             break
         if not candidate.overdue:
-            full = [s.key for s in candidate.slots if in_flight[s.key] >= s.limit]
+            full = [s for s in candidate.slots if in_flight[s.key] >= s.limit]
             if full:
-                result.saturated.update(full)
+                result.saturated.update(s.key for s in full)
+                result.blocked[candidate.item_id] = full[0]
                 continue
             rule = candidate.throttle
             if rule is not None:

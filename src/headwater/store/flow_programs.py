@@ -10,16 +10,17 @@ exactly the same decisions from exactly the same reads, and the SQL is shared as
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import orjson
 
-from headwater.flow.admission import Candidate, admit, in_flight_counts, saturated_keys
+from headwater.flow.admission import Candidate, admit, free_slots, in_flight_counts
 from headwater.flow.grouping import OpenGroup, on_event
 from headwater.flow.rate_limit import rate_limit
-from headwater.flow.rules import GroupKind
+from headwater.flow.rules import ConcurrencySlot, GroupKind
 from headwater.flow.singleton import SingletonDecision, singleton
 from headwater.store.flow_rows import (
     CANDIDATE_COLUMNS,
@@ -70,22 +71,24 @@ def _marks(count: int) -> str:
 
 def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[list[QueueItem]]:
     """Lease up to `want` due items, in queue order, that the concurrency limits and throttles
-    admit; push throttled starts to their next allowed time."""
+    admit; push throttled starts to their next allowed time; set aside the items of keys at their
+    limit (`blocked_on`), and hand back those of keys that have free slots again."""
     executing = yield Sql(
         "SELECT ckey1, climit1, ckey2, climit2 FROM queue"
         " WHERE lease_until > ? AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)",
         (now,),
     )
-    keys, limits = executing_slots(executing)
+    keys, _ = executing_slots(executing)
     counts = in_flight_counts(keys)
-    saturated = saturated_keys(counts, limits)
+    yield from _unblock(counts, now)
     taken: list[Candidate] = []
     delayed: dict[str, Millis] = {}
+    blocked: dict[str, ConcurrencySlot] = {}
     tats: dict[str, Millis] = {}
     new_tats: dict[str, Millis] = {}
     after: tuple[int, str] | None = None
     for _ in range(MAX_CANDIDATE_WINDOWS):
-        rows = yield _candidates(now, saturated, after)
+        rows = yield _candidates(now, after)
         pairs = [candidate_from_row(row, now) for row in rows]
         if pairs:
             after = (pairs[-1][1], pairs[-1][0].item_id)
@@ -100,11 +103,12 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
         admission = admit(candidates, counts, tats, now, want - len(taken))
         taken += admission.taken
         delayed.update(admission.delayed)
+        blocked.update(admission.blocked)
         tats.update(admission.throttle_tats)
         new_tats.update(admission.throttle_tats)
-        saturated |= admission.saturated
         if len(taken) >= want or len(rows) < CANDIDATE_WINDOW:
             break
+    yield from _block(blocked)
     if not taken and not delayed:
         return []
     yield from _apply_claim(owner, now, lease_until, taken, delayed, new_tats)
@@ -121,26 +125,65 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
     return [by_id[c.item_id] for c in taken if c.item_id in by_id]
 
 
-def _candidates(now: Millis, saturated: set[str], after: tuple[int, str] | None) -> Sql:
-    """A window of claimable items in queue order, after position `after`, leaving out those of
-    saturated keys (unless past their start deadline: those are taken to be cancelled)."""
+def _unblock(counts: Counter[str], now: Millis) -> Generator[Sql, Rows, None]:
+    """Hand back set-aside items: as many of each key's (earliest first) as it has free slots,
+    and every one past its start deadline (to be cancelled now). A key with none left set aside
+    is forgotten."""
+    overdue = yield Sql(
+        "SELECT item_id FROM queue WHERE blocked_on IS NOT NULL AND start_deadline <= ?", (now,)
+    )
+    release = [row[0] for row in overdue]
+    forget: list[str] = []
+    for key, limit in (yield Sql("SELECT key, key_limit FROM blocked_keys ORDER BY key")):
+        free = free_slots(counts, key, int(limit))
+        if free == 0:
+            continue
+        rows = yield Sql(
+            "SELECT item_id FROM queue WHERE blocked_on = ?"
+            " ORDER BY due_at - priority_ms, item_id LIMIT ?",
+            (key, free),
+        )
+        release += [row[0] for row in rows]
+        if len(rows) < free:
+            forget.append(key)
+    if release:
+        yield Sql(
+            f"UPDATE queue SET blocked_on = NULL WHERE item_id IN ({_marks(len(release))})",
+            release,
+        )
+    if forget:
+        yield Sql(f"DELETE FROM blocked_keys WHERE key IN ({_marks(len(forget))})", forget)
+
+
+def _block(blocked: dict[str, ConcurrencySlot]) -> Generator[Sql, Rows, None]:
+    if not blocked:
+        return
+    yield Sql(
+        "UPDATE queue SET blocked_on = ? WHERE item_id = ?",
+        [(slot.key, item_id) for item_id, slot in sorted(blocked.items())],
+        many=True,
+    )
+    limits = {slot.key: slot.limit for slot in blocked.values()}
+    yield Sql(
+        "INSERT INTO blocked_keys (key, key_limit) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET key_limit = excluded.key_limit",
+        sorted(limits.items()),
+        many=True,
+    )
+
+
+def _candidates(now: Millis, after: tuple[int, str] | None) -> Sql:
+    """A window of claimable items in queue order, after position `after` (set-aside items are
+    not read: they wait for a free slot of their key)."""
     text = (
         f"SELECT {CANDIDATE_COLUMNS} FROM queue"
-        " WHERE due_at - priority_ms <= ? AND due_at <= ?"
+        " WHERE blocked_on IS NULL AND due_at - priority_ms <= ? AND due_at <= ?"
         " AND (lease_until IS NULL OR lease_until <= ?)"
     )
     params: list[object] = [now, now, now]
     if after is not None:
         text += " AND (due_at - priority_ms, item_id) > (?, ?)"
         params += after
-    if saturated:
-        marks = _marks(len(saturated))
-        keys = sorted(saturated)
-        text += (
-            f" AND (start_deadline <= ? OR ((ckey1 IS NULL OR ckey1 NOT IN ({marks}))"
-            f" AND (ckey2 IS NULL OR ckey2 NOT IN ({marks}))))"
-        )
-        params += [now, *keys, *keys]
     text += " ORDER BY due_at - priority_ms, item_id LIMIT ?"
     params.append(CANDIDATE_WINDOW)
     return Sql(text, params)

@@ -1,0 +1,143 @@
+"""The store's side of flow control, on SQLite and PostgreSQL: claims under concurrency limits and
+throttles, and runs created under rate limits, singletons and groups (the pure decisions are in
+tests/unit/test_flow.py; the end-to-end properties in test_flow_control.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from headwater.flow.rules import (
+    ConcurrencySlot,
+    GroupKind,
+    GroupRule,
+    RateLimitRule,
+    RunFlow,
+    SingletonMode,
+    SingletonRule,
+    ThrottleRule,
+)
+from headwater.store import Store
+from headwater.store.runs import NewRun, RunStatus
+from tests.integration.test_store_runs_contract import LEASE, T0, claim_all, make_run
+
+
+def with_flow(run: NewRun, **flow: object) -> NewRun:
+    return dataclasses.replace(run, flow=RunFlow(**flow))  # type: ignore[arg-type]
+
+
+async def test_a_key_at_its_limit_holds_its_items_back_and_frees_them_in_order(
+    store: Store,
+) -> None:
+    slot = ConcurrencySlot("f:app-fn:a", 1)
+    busy = [with_flow(make_run(created_at=T0 + i), concurrency=(slot,)) for i in range(4)]
+    other = with_flow(make_run(created_at=T0 + 10), concurrency=(ConcurrencySlot("f:app-fn:b", 1),))
+    await store.create_runs([*busy, other])
+    first = await claim_all(store, "w", T0 + 100)
+    assert [item.run_id for item in first] == [busy[0].run_id, other.run_id]
+    # Nothing more while the key is busy, however often we ask (its items are set aside)...
+    assert await claim_all(store, "w", T0 + 200) == []
+    assert await claim_all(store, "w", T0 + 300) == []
+    # ... and the next one, in queue order, once its slot is free.
+    await store.finish_run(busy[0].run_id, first[0].item_id, "w", RunStatus.COMPLETED, T0 + 400)
+    (second,) = await claim_all(store, "w", T0 + 500)
+    assert second.run_id == busy[1].run_id
+    # A lease that expires (a crashed worker) frees its slot: its item is claimed again, and the
+    # key's later items still wait their turn.
+    again = await claim_all(store, "w2", T0 + 500 + LEASE)
+    assert [item.run_id for item in again] == [busy[1].run_id, other.run_id]
+
+
+async def test_two_slots_must_both_be_free(store: Store) -> None:
+    account = ConcurrencySlot("a:tenant", 1)
+    runs = [
+        with_flow(
+            make_run(created_at=T0 + i), concurrency=(ConcurrencySlot(f"f:fn:{i}", 5), account)
+        )
+        for i in range(3)
+    ]
+    await store.create_runs(runs)
+    assert [i.run_id for i in await claim_all(store, "w", T0 + 100)] == [runs[0].run_id]
+
+
+async def test_an_item_past_its_start_deadline_is_claimed_despite_the_limit(store: Store) -> None:
+    slot = ConcurrencySlot("f:app-fn:x", 1)
+    runs = [
+        with_flow(make_run(created_at=T0 + i), concurrency=(slot,), start_deadline=T0 + 1_000)
+        for i in range(2)
+    ]
+    await store.create_runs(runs)
+    assert len(await claim_all(store, "w", T0 + 100)) == 1
+    assert await claim_all(store, "w", T0 + 200) == []
+    (late,) = await claim_all(store, "w", T0 + 1_000)  # handed over to be cancelled
+    assert late.run_id == runs[1].run_id
+
+
+async def test_a_throttled_start_is_pushed_to_its_next_allowed_time(store: Store) -> None:
+    rule = ThrottleRule("t:app-fn:", limit=1, period_ms=1_000)
+    runs = [with_flow(make_run(created_at=T0 + i), throttle=rule) for i in range(3)]
+    await store.create_runs(runs)
+    assert len(await claim_all(store, "w", T0 + 10)) == 1
+    assert await claim_all(store, "w", T0 + 20) == []
+    assert await store.next_due_at() == T0 + 1_010  # delayed, not dropped
+    (second,) = await claim_all(store, "w", T0 + 1_010)
+    assert second.run_id == runs[1].run_id
+
+
+async def test_priority_orders_due_items(store: Store) -> None:
+    plain = make_run(created_at=T0)
+    urgent = with_flow(make_run(created_at=T0 + 50), priority_ms=60_000)
+    await store.create_runs([plain, urgent])
+    items = await store.claim_due("w", T0 + 100, LEASE, 1)
+    assert [item.run_id for item in items] == [urgent.run_id]
+
+
+async def test_a_rate_limit_skips_runs_beyond_it(store: Store) -> None:
+    rule = RateLimitRule("r:app-fn:", limit=2, period_ms=10_000)
+    runs = [with_flow(make_run(created_at=T0 + i * 1_000), rate_limit=rule) for i in range(4)]
+    records = await store.create_runs(runs)
+    assert [r.status for r in records] == [RunStatus.QUEUED] * 2 + [RunStatus.SKIPPED] * 2
+    assert {r.reason for r in records[2:]} == {"rate limited"}
+    later = with_flow(make_run(created_at=T0 + 10_001), rate_limit=rule)
+    assert (await store.create_runs([later]))[0].status is RunStatus.QUEUED
+
+
+async def test_a_singleton_skips_or_replaces_the_active_run(store: Store) -> None:
+    skip = SingletonRule("u1", SingletonMode.SKIP)
+    first, second = (with_flow(make_run(created_at=T0 + i), singleton=skip) for i in range(2))
+    records = await store.create_runs([first])
+    records += await store.create_runs([second])
+    assert [r.status for r in records] == [RunStatus.QUEUED, RunStatus.SKIPPED]
+    cancel = SingletonRule("u2", SingletonMode.CANCEL)
+    old, new = (with_flow(make_run(created_at=T0 + i), singleton=cancel) for i in range(2))
+    await store.create_runs([old])
+    await store.create_runs([new])
+    replaced = await store.get_run(old.run_id)
+    assert replaced is not None and replaced.status is RunStatus.CANCELLED
+    assert replaced.reason == f"singleton: replaced by run {new.run_id}"
+
+
+async def test_a_batch_gathers_events_into_one_run_until_full(store: Store) -> None:
+    rule = GroupRule(GroupKind.BATCH, "k", timeout_ms=5_000, max_size=2)
+    runs = [with_flow(make_run(created_at=T0 + i), group=rule) for i in range(3)]
+    records = [(await store.create_runs([run]))[0] for run in runs]
+    assert records[0].run_id == records[1].run_id != records[2].run_id
+    batch = await store.get_run(records[0].run_id)
+    assert batch is not None and batch.event_ids == runs[0].event_ids + runs[1].event_ids
+    # The full batch is due at once; the new one at its timeout.
+    assert [i.run_id for i in await claim_all(store, "w", T0 + 2)] == [records[0].run_id]
+    assert await store.next_due_at() == T0 + 2 + 5_000
+
+
+async def test_a_debounce_keeps_the_last_event_and_moves_the_start(store: Store) -> None:
+    rule = GroupRule(GroupKind.DEBOUNCE, "k", period_ms=1_000)
+    runs = [with_flow(make_run(created_at=T0 + i * 100), group=rule) for i in range(3)]
+    records = [(await store.create_runs([run]))[0] for run in runs]
+    assert len({r.run_id for r in records}) == 1
+    run = await store.get_run(records[0].run_id)
+    assert run is not None and run.event_ids == runs[2].event_ids
+    assert await store.next_due_at() == T0 + 200 + 1_000
+    assert await claim_all(store, "w", T0 + 1_100) == []
+    assert len(await claim_all(store, "w", T0 + 1_200)) == 1
+    # Claimed: the next event opens a new group.
+    later = with_flow(make_run(created_at=T0 + 1_300), group=rule)
+    assert (await store.create_runs([later]))[0].run_id == later.run_id
