@@ -143,7 +143,7 @@ class Executor:
                     op.name,
                     Opcode.STEP_RUN.value,
                     memo,
-                    now,
+                    op.started_at or now,
                     now,
                     item.attempt + 1,
                 )
@@ -153,6 +153,7 @@ class Executor:
 
         heartbeat = asyncio.create_task(self._keep_lease(item))
         try:
+            called_at = now_ms()
             response = await self.driver.call(function, request, checkpoint, self._send_events)
         except StepLimitError as exc:
             response = CallResponse(error=FunctionError("StepLimitError", str(exc)), no_retry=True)
@@ -163,7 +164,7 @@ class Executor:
         # Attempts count per step: a step that succeeded in this call starts the count afresh.
         attempt = 0 if checkpoint_count else item.attempt
         try:
-            await self._handle(run, item, function.max_attempts, attempt, response)
+            await self._handle(run, item, function.max_attempts, attempt, response, called_at)
         finally:
             self._deadlines.pop(item.item_id, None)
 
@@ -202,7 +203,10 @@ class Executor:
         max_attempts: int,
         attempt: int,
         response: CallResponse,
+        called_at: Millis,
     ) -> None:
+        """Act on a call's reply. A step it reports ran during the call: since `called_at`, unless
+        the step core said when (our SDK, in this process)."""
         now = now_ms()
         if response.done:
             await self.outcomes.finish(
@@ -226,7 +230,16 @@ class Executor:
         if op.op is Opcode.STEP_RUN:
             memo = orjson.dumps({"data": op.data})
             await self.store.record_step(
-                StepRecord(run.run_id, op.id, op.name, op.op.value, memo, now, now, attempt + 1)
+                StepRecord(
+                    run.run_id,
+                    op.id,
+                    op.name,
+                    op.op.value,
+                    memo,
+                    op.started_at or called_at,
+                    now,
+                    attempt + 1,
+                )
             )
             await self._reschedule(item, now, 0)
         elif op.op in (Opcode.STEP_ERROR, Opcode.STEP_FAILED):
@@ -253,7 +266,7 @@ class Executor:
                         op.name,
                         Opcode.STEP_FAILED.value,
                         memo,
-                        now,
+                        op.started_at or called_at,
                         now,
                         attempt + 1,
                     )

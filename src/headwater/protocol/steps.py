@@ -67,6 +67,9 @@ class StepOp:
     opts: JSONObject | None = None
     data: JSON = None
     error: JSONObject | None = None
+    #: When the step's body began (epoch ms), as our SDK's step core saw it; not on the wire (an
+    #: HTTP reply's steps ran at some time during the call).
+    started_at: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {

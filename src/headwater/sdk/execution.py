@@ -33,6 +33,7 @@ from typing import Any, Final, NoReturn, Protocol
 
 import orjson
 
+from headwater.clock import now_ms
 from headwater.errors import NonDeterminismError, NonRetriableError, RetryAfterError, StepError
 from headwater.protocol.durations import format_duration
 from headwater.protocol.events import Event
@@ -102,6 +103,8 @@ class Execution:
         self._reached: set[str] = set()
         #: Step bodies started and not yet committed (or failed), by step id.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        #: When each running step's body began: its record's start (the timeline shows it).
+        self._started_at: dict[str, int] = {}
         self._stopped = False
 
     # -- the step tools --------------------------------------------------------------------------
@@ -117,13 +120,15 @@ class Execution:
             op = StepOp(Opcode.STEP_RUN, step_id, name, display_name=name)
             await self.planner.reach(op, runnable=True)
         self._in_flight[step_id] = asyncio.get_running_loop().create_future()
+        self._started_at[step_id] = now_ms()
         return step_id, MISSING
 
     async def complete(self, step_id: str, name: str, value: Any) -> JSON:
         """A step body returned `value`: store it (in-process) or report it (HTTP)."""
         try:
             data = _to_json(value, f"the result of step {name!r}")
-            op = StepOp(Opcode.STEP_RUN, step_id, name, data=data)
+            started_at = self._started_at.pop(step_id, None)
+            op = StepOp(Opcode.STEP_RUN, step_id, name, data=data, started_at=started_at)
             if self.checkpoint is None:
                 raise Interrupt(op)
             await self.checkpoint(op)
@@ -139,8 +144,9 @@ class Execution:
             raise exc
         no_retry, retry_at = _retry_policy(exc)
         error = _function_error(exc)
+        started_at = self._started_at.pop(step_id, None)
         raise Interrupt(
-            StepOp(Opcode.STEP_ERROR, step_id, name, error=error.to_json()),
+            StepOp(Opcode.STEP_ERROR, step_id, name, error=error.to_json(), started_at=started_at),
             no_retry=no_retry,
             retry_at=retry_at,
         )

@@ -111,9 +111,9 @@ def build_timeline(
     *,
     copied_steps: int = 0,
 ) -> Timeline:
-    """The waterfall of a run. A step recorded at one instant (started_at == ended_at: the engine
-    records a step when its result comes back) is drawn from the end of the step before it, which
-    is when it began executing in a sequential function. The first `copied_steps` steps were
+    """The waterfall of a run. Steps are drawn from their recorded start (when the body began, or
+    for an app served over HTTP when the call began); one recorded at a single instant is drawn
+    from the end of the step before it, which is when it began in a sequential function. The first `copied_steps` steps were
     copied by a replay: drawn as such, at the run's start."""
     start = run.created_at
     raw: list[tuple[str, str, Millis, Millis | None, StepRecord | None, WaitRecord | None]] = []
