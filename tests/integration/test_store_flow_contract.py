@@ -141,3 +141,22 @@ async def test_a_debounce_keeps_the_last_event_and_moves_the_start(store: Store)
     # Claimed: the next event opens a new group.
     later = with_flow(make_run(created_at=T0 + 1_300), group=rule)
     assert (await store.create_runs([later]))[0].run_id == later.run_id
+
+
+async def test_pruning_forgets_old_windows_and_ended_singletons(store: Store) -> None:
+    rule = RateLimitRule("r:app-fn:", limit=1, period_ms=1_000)
+    await store.create_runs([with_flow(make_run(created_at=T0), rate_limit=rule)])
+    skip = SingletonRule("u", SingletonMode.SKIP)
+    holder = with_flow(make_run(created_at=T0), singleton=skip)
+    await store.create_runs([holder])
+    await store.prune_flow_state(before=T0)  # nothing is older than T0; the holder is active
+    blocked = with_flow(make_run(created_at=T0 + 1), rate_limit=rule)
+    assert (await store.create_runs([blocked]))[0].status is RunStatus.SKIPPED
+    await store.finish_run(holder.run_id, None, None, RunStatus.COMPLETED, T0 + 2)
+    await store.prune_flow_state(before=T0 + 10)
+    # The window was forgotten: the same rule admits again at once (past its period anyway).
+    again = with_flow(make_run(created_at=T0 + 3), rate_limit=rule)
+    assert (await store.create_runs([again]))[0].status is RunStatus.QUEUED
+    # The ended holder's key went too: a new singleton run takes it.
+    taker = with_flow(make_run(created_at=T0 + 4), singleton=skip)
+    assert (await store.create_runs([taker]))[0].status is RunStatus.QUEUED

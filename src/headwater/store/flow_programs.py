@@ -408,3 +408,16 @@ def _insert_run(
             " VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (plan.item_id, run.run_id, due_at, *queue_flow_values(run.flow)),
         )
+
+
+# -- housekeeping ------------------------------------------------------------------------------
+
+
+def prune(before: Millis) -> Program[None]:
+    """Forget flow state nobody needs: throttle and rate-limit states last used before `before`
+    (the caller passes a time older than any period), and singleton keys whose run has ended."""
+    yield Sql("DELETE FROM flow_state WHERE updated_at < ?", (before,))
+    yield Sql(
+        "DELETE FROM singleton_keys WHERE NOT EXISTS (SELECT 1 FROM runs AS r"
+        f" WHERE r.run_id = singleton_keys.run_id AND r.status IN {_ACTIVE})"
+    )

@@ -314,6 +314,9 @@ class PostgresRunVerbs:
 
         return await self._run(claim)
 
+    async def prune_flow_state(self: _Plumbing, before: Millis) -> None:
+        await self._run(lambda connection: run_locked(connection, flow_programs.prune(before)))
+
     async def next_due_at(self: _Plumbing) -> Millis | None:
         rows = await self._fetch(_NEXT_DUE_AT, ())
         value = rows[0][0]

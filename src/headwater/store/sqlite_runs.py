@@ -136,6 +136,9 @@ class SQLiteRunVerbs:
 
         return await self._write(claim)
 
+    async def prune_flow_state(self: _Plumbing, before: Millis) -> None:
+        await self._write(lambda connection: run_program(connection, flow_programs.prune(before)))
+
     async def next_due_at(self: _Plumbing) -> Millis | None:
         def select(connection: sqlite3.Connection) -> Millis | None:
             value = connection.execute(_NEXT_DUE_AT).fetchone()[0]
