@@ -29,6 +29,7 @@ from headwater.errors import EventValidationError, ReplayError
 from headwater.protocol.ids import is_ulid
 from headwater.sdk.registration import function_config
 from headwater.server.dashboard.live import EventFeed, poll_events
+from headwater.server.dashboard.login_limit import LoginAttempts
 from headwater.server.dashboard.session import (
     COOKIE,
     CSRF_FIELD,
@@ -119,6 +120,7 @@ def dashboard_routes(
     store = engine.store
     event_log = engine.event_log
     env = _environment()
+    attempts = LoginAttempts()
 
     def render(page: Page, template: str, code: int = 200, /, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(
@@ -511,15 +513,27 @@ def dashboard_routes(
 
     async def login_form(page: Page) -> Response:
         return render(
-            page, "login.html", next=page.request.query_params.get("next", "/"), failed=False
+            page,
+            "login.html",
+            next=page.request.query_params.get("next", "/"),
+            failed=False,
+            wait=0,
         )
 
     async def login(page: Page) -> Response:
         target = page.form.get("next") or "/"
         if not target.startswith("/") or target.startswith("//"):
             target = "/"  # no open redirect
+        address = page.request.client.host if page.request.client else "unknown"
+        wait_ms = attempts.wait_ms(address, now_ms())
+        if wait_ms:
+            seconds = -(-wait_ms // 1000)
+            refused = render(page, "login.html", 429, next=target, failed=False, wait=seconds)
+            refused.headers["Retry-After"] = str(seconds)
+            return refused
         if not keys.login_ok(page.form.get("password", "")):
-            return render(page, "login.html", 401, next=target, failed=True)
+            attempts.failed(address, now_ms())
+            return render(page, "login.html", 401, next=target, failed=True, wait=0)
         response = RedirectResponse(target, 303)
         # A new session id at login: one planted before it is worthless after.
         set_session_cookie(page.request, response, keys.new_session(authenticated=True))
