@@ -149,14 +149,24 @@ async def test_pruning_forgets_old_windows_and_ended_singletons(store: Store) ->
     skip = SingletonRule("u", SingletonMode.SKIP)
     holder = with_flow(make_run(created_at=T0), singleton=skip)
     await store.create_runs([holder])
-    await store.prune_flow_state(before=T0)  # nothing is older than T0; the holder is active
+    await store.prune_state(before=T0)  # nothing is older than T0; the holder is active
     blocked = with_flow(make_run(created_at=T0 + 1), rate_limit=rule)
     assert (await store.create_runs([blocked]))[0].status is RunStatus.SKIPPED
     await store.finish_run(holder.run_id, None, None, RunStatus.COMPLETED, T0 + 2)
-    await store.prune_flow_state(before=T0 + 10)
+    await store.prune_state(before=T0 + 10)
     # The window was forgotten: the same rule admits again at once (past its period anyway).
     again = with_flow(make_run(created_at=T0 + 3), rate_limit=rule)
     assert (await store.create_runs([again]))[0].status is RunStatus.QUEUED
     # The ended holder's key went too: a new singleton run takes it.
     taker = with_flow(make_run(created_at=T0 + 4), singleton=skip)
     assert (await store.create_runs([taker]))[0].status is RunStatus.QUEUED
+
+
+async def test_pruning_keeps_each_functions_latest_cron_tick(store: Store) -> None:
+    for tick in (T0, T0 + 60_000, T0 + 120_000):
+        assert await store.claim_cron_tick("app-cron", tick)
+    assert await store.claim_cron_tick("app-other", T0)
+    await store.prune_state(before=T0 + 1_000_000)
+    assert await store.last_cron_tick("app-cron") == T0 + 120_000
+    assert await store.last_cron_tick("app-other") == T0  # its only, so its latest, tick stays
+    assert await store.claim_cron_tick("app-cron", T0)  # forgotten: the row could be written again

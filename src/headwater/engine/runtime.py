@@ -40,10 +40,10 @@ WATCHED_NAMES_REFRESH_S = 2.0
 #: How often an engine on a shared store (PostgreSQL) looks for apps synced through another
 #: process: a checksum comparison of the `apps` rows, cheap; a changed app is then reloaded.
 APPS_REFRESH_S = 5.0
-#: How often flow-control state nobody needs any more is forgotten, and how old it must be: older
-#: than any throttle or rate-limit period (7 days at most).
-FLOW_PRUNE_INTERVAL_S = 3_600.0
-FLOW_STATE_MAX_AGE_MS = 8 * 86_400_000
+#: How often state nobody needs any more (flow control's, old cron ticks) is forgotten, and how
+#: old it must be: older than any throttle or rate-limit period (7 days at most).
+PRUNE_INTERVAL_S = 3_600.0
+STATE_MAX_AGE_MS = 8 * 86_400_000
 log = logging.getLogger("headwater.engine")
 
 
@@ -166,13 +166,13 @@ class Engine:
                 log.exception("reading the names of awaited events failed")
             await asyncio.sleep(WATCHED_NAMES_REFRESH_S)
 
-    async def _prune_flow_state(self) -> None:
+    async def _prune_state(self) -> None:
         while True:
             try:
-                await self.store.prune_flow_state(now_ms() - FLOW_STATE_MAX_AGE_MS)
+                await self.store.prune_state(now_ms() - STATE_MAX_AGE_MS)
             except Exception:
-                log.exception("pruning flow-control state failed")
-            await asyncio.sleep(FLOW_PRUNE_INTERVAL_S)
+                log.exception("pruning old state failed")
+            await asyncio.sleep(PRUNE_INTERVAL_S)
 
     def _wake(self) -> None:
         if self.worker is not None:
@@ -286,7 +286,7 @@ class Engine:
         )
         self.worker.start()
         self.store.watch_queue(self._wake)
-        prune = asyncio.create_task(self._prune_flow_state())
+        prune = asyncio.create_task(self._prune_state())
         self._background.add(prune)
         refresh = asyncio.create_task(self._refresh_watched_names())
         self._background.add(refresh)

@@ -137,9 +137,10 @@ class Store(QueryVerbs, Protocol):
         """Lease up to `limit` items due at `now` (due_at <= now, no live lease), oldest due first.
         A claimed run that was Queued becomes Running (started_at = now)."""
 
-    async def prune_flow_state(self, before: Millis) -> None:
-        """Forget throttle and rate-limit states last used before `before`, and singleton keys
-        whose run has ended (flow_programs.prune)."""
+    async def prune_state(self, before: Millis) -> None:
+        """Forget throttle and rate-limit states last used before `before`, singleton keys whose
+        run has ended, and cron ticks older than `before` but each function's latest
+        (flow_programs.prune)."""
 
     def watch_queue(self, wake: Callable[[], None]) -> None:
         """Call `wake` (on the event loop) whenever another process may have made queue work

@@ -414,10 +414,17 @@ def _insert_run(
 
 
 def prune(before: Millis) -> Program[None]:
-    """Forget flow state nobody needs: throttle and rate-limit states last used before `before`
-    (the caller passes a time older than any period), and singleton keys whose run has ended."""
+    """Forget state nobody needs: throttle and rate-limit states last used before `before` (the
+    caller passes a time older than any period), singleton keys whose run has ended, and cron ticks
+    before `before` but a function's latest (the scheduler resumes from it; a tick's run is kept
+    from firing twice by its event's id, derived from the tick, not by these rows)."""
     yield Sql("DELETE FROM flow_state WHERE updated_at < ?", (before,))
     yield Sql(
         "DELETE FROM singleton_keys WHERE NOT EXISTS (SELECT 1 FROM runs AS r"
         f" WHERE r.run_id = singleton_keys.run_id AND r.status IN {_ACTIVE})"
+    )
+    yield Sql(
+        "DELETE FROM cron_ticks WHERE tick_at < ? AND tick_at < (SELECT max(c.tick_at)"
+        " FROM cron_ticks AS c WHERE c.function_id = cron_ticks.function_id)",
+        (before,),
     )

@@ -314,7 +314,7 @@ class PostgresRunVerbs:
 
         return await self._run(claim)
 
-    async def prune_flow_state(self: _Plumbing, before: Millis) -> None:
+    async def prune_state(self: _Plumbing, before: Millis) -> None:
         await self._run(lambda connection: run_locked(connection, flow_programs.prune(before)))
 
     async def next_due_at(self: _Plumbing) -> Millis | None:

@@ -136,7 +136,7 @@ class SQLiteRunVerbs:
 
         return await self._write(claim)
 
-    async def prune_flow_state(self: _Plumbing, before: Millis) -> None:
+    async def prune_state(self: _Plumbing, before: Millis) -> None:
         await self._write(lambda connection: run_program(connection, flow_programs.prune(before)))
 
     async def next_due_at(self: _Plumbing) -> Millis | None:
