@@ -603,3 +603,47 @@ async def test_finishes_and_cancellations_racing_claims_end_each_run_once(
         assert await stores[0].next_due_at() is None
     finally:
         await asyncio.gather(*(store.close() for store in stores))
+
+
+# -- a run's end and its announcement: one transaction ------------------------------------------
+
+
+async def test_finish_run_stores_its_announcement_and_the_runs_it_starts(store: Store) -> None:
+    run = make_run()
+    await store.create_runs([run])
+    (item,) = await claim_all(store, "w", T0 + 1)
+    announcement = make_event("inngest/function.finished", received_at=T0 + 2)
+    handler = make_run("app-on-failure", event_ids=(announcement.internal_id,), created_at=T0 + 2)
+    finished = await store.finish_run(
+        run.run_id,
+        item.item_id,
+        "w",
+        RunStatus.FAILED,
+        T0 + 2,
+        announce=[announcement],
+        announce_runs=[handler],
+    )
+    assert finished
+    assert await store.get_event(announcement.internal_id) is not None
+    started = await store.get_run(handler.run_id)
+    assert started is not None and started.status is RunStatus.QUEUED
+
+
+async def test_a_finish_that_does_not_happen_announces_nothing(store: Store) -> None:
+    run = make_run()
+    await store.create_runs([run])
+    (item,) = await claim_all(store, "w", T0 + 1)
+    announcement = make_event("inngest/function.finished", received_at=T0 + 2)
+    handler = make_run("app-on-failure", event_ids=(announcement.internal_id,), created_at=T0 + 2)
+    lost = await store.finish_run(
+        run.run_id,
+        item.item_id,
+        "someone-else",  # the lease is not this owner's
+        RunStatus.COMPLETED,
+        T0 + 2,
+        announce=[announcement],
+        announce_runs=[handler],
+    )
+    assert not lost
+    assert await store.get_event(announcement.internal_id) is None
+    assert await store.get_run(handler.run_id) is None

@@ -62,6 +62,14 @@ class StoredEvent:
         return wire
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedAppend:
+    """System events sealed and planned, not yet stored (`EventLog.prepare_system`)."""
+
+    records: list[EventRecord]
+    runs: list[NewRun]
+
+
 class EventLog:
     def __init__(
         self,
@@ -123,6 +131,23 @@ class EventLog:
         is created again. Returns how many events were new. ValueError for an event that is not a
         system event or carries a `user` (system events have none to seal).
         """
+        prepared = self.prepare_system(events, runs_for, seed=seed, received_at=received_at)
+        new = await self.store.append_events(prepared.records, prepared.runs)
+        if new:
+            self.stored(prepared)
+        return new
+
+    def prepare_system(
+        self,
+        events: Sequence[NormalizedEvent],
+        runs_for: Callable[[Sequence[EventRecord]], Sequence[NewRun]] | None = None,
+        *,
+        seed: IdSeed | None = None,
+        received_at: Millis | None = None,
+    ) -> PreparedAppend:
+        """What `append_system` stores, for a caller that stores it inside a transaction of its
+        own (a run's end and its announcement: `Store.finish_run(announce=...)`); call `stored`
+        once it is committed."""
         now = received_at if received_at is not None else time.time_ns() // 1_000_000
         for index, event in enumerate(events):
             if not event.name.startswith(RESERVED_PREFIX) or event.user:
@@ -134,12 +159,14 @@ class EventLog:
         runs = list(runs_for(records)) if runs_for is not None else []
         if self.planner is not None:
             runs += self.planner.plan(records, events, now)
-        new = await self.store.append_events(records, runs)
-        if new and runs and self.on_runs is not None:
+        return PreparedAppend(records, runs)
+
+    def stored(self, prepared: PreparedAppend) -> None:
+        """Tell the engine that prepared events (and their runs) are committed."""
+        if prepared.runs and self.on_runs is not None:
             self.on_runs()
-        if new and self.on_stored is not None:
-            self.on_stored(records)
-        return new
+        if self.on_stored is not None:
+            self.on_stored(prepared.records)
 
     def seal(
         self, events: Sequence[NormalizedEvent], seed: IdSeed | None, received_at: Millis

@@ -5,8 +5,8 @@ Failed one and `inngest/function.cancelled` a Cancelled one, so functions can tr
 (`on_failure` handlers do) and `step.invoke` learns its callee's result. Their ids are derived from
 the run, so announcing the same end twice stores it once.
 
-The announcement follows the commit of the status, in a second transaction: a crash between the
-two leaves a finished run unannounced (a waiting `step.invoke` then times out).
+The announcement is stored in the transaction that sets the final status (`Store.finish_run`
+with `announce`), so no crash can leave a run ended but unannounced.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Final
 import orjson
 
 from headwater.clock import now_ms
-from headwater.engine.event_log import EventLog
+from headwater.engine.event_log import EventLog, PreparedAppend
 from headwater.protocol.events import NormalizedEvent
 from headwater.protocol.ids import IdSeed, ulid_millis
 from headwater.protocol.steps import FunctionError
@@ -50,8 +50,16 @@ class RunOutcomes:
         error: FunctionError | None = None,
         reason: str | None = None,
     ) -> bool:
-        """Set the final status (guarded by the lease when `item_id` is given) and announce it.
-        False if the run was already final or the lease was lost: then nothing is announced."""
+        """Set the final status (guarded by the lease when `item_id` is given) and announce it, in
+        one transaction. False if the run was already final or the lease was lost: then nothing is
+        announced."""
+        try:
+            announcement = await self._announcement(run, status, output, error, reason)
+        except Exception:  # a bug here must not keep the run from ending
+            log.exception(
+                "the announcement of run %s cannot be built; ending it without", run.run_id
+            )
+            announcement = None
         finished = await self.store.finish_run(
             run.run_id,
             item_id,
@@ -61,12 +69,11 @@ class RunOutcomes:
             output_json=orjson.dumps(output) if status is RunStatus.COMPLETED else None,
             error_json=orjson.dumps(error.to_json()) if error is not None else None,
             reason=reason,
+            announce=announcement.records if announcement is not None else (),
+            announce_runs=announcement.runs if announcement is not None else (),
         )
-        if finished:
-            try:
-                await self._announce(run, status, output, error, reason)
-            except Exception:
-                log.exception("announcing the end of run %s failed", run.run_id)
+        if finished and announcement is not None:
+            self.event_log.stored(announcement)
         return finished
 
     async def cancel(self, run_id: str, reason: str) -> bool:
@@ -75,14 +82,14 @@ class RunOutcomes:
             return False
         return await self.finish(run, None, None, RunStatus.CANCELLED, reason=reason)
 
-    async def _announce(
+    async def _announcement(
         self,
         run: RunRecord,
         status: RunStatus,
         output: JSON,
         error: FunctionError | None,
         reason: str | None,
-    ) -> None:
+    ) -> PreparedAppend:
         events: list[JSONObject] = []
         for event_id in run.event_ids:
             stored = await self.event_log.get(event_id)
@@ -115,8 +122,8 @@ class RunOutcomes:
             for name in names.get(status, [CANCELLED])
         ]
         digest = hashlib.sha256(f"{run.run_id}:outcome".encode()).digest()
-        await self.event_log.append_system(
-            outcome, seed=IdSeed(ulid_millis(run.run_id), digest[:10])
+        return self.event_log.prepare_system(
+            outcome, seed=IdSeed(ulid_millis(run.run_id), digest[:10]), received_at=now
         )
 
 

@@ -169,10 +169,17 @@ class Store(QueryVerbs, Protocol):
         output_json: bytes | None = None,
         error_json: bytes | None = None,
         reason: str | None = None,
+        announce: Sequence[EventRecord] = (),
+        announce_runs: Sequence[NewRun] = (),
     ) -> bool:
         """Set a final status and delete the run's queue items, in one transaction. With an
         `item_id`, only if `owner` still holds that item's lease; a run already final is left
-        as it is. Returns whether the run was finished by this call."""
+        as it is. Returns whether the run was finished by this call.
+
+        When it is, the same transaction appends the events announcing the end (`announce`, kept
+        as they are if already stored) and creates the runs they start (`announce_runs`, as
+        `append_events` does): a run never ends unannounced, so a waiting `step.invoke` and an
+        `on_failure` handler always learn of it."""
 
     async def extend_lease(self, item_id: str, owner: str, lease_until: Millis) -> bool:
         """Keep a long execution's lease alive; False if `owner` lost it."""

@@ -399,6 +399,11 @@ class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs, PostgresAppVerbs, Postg
         )
 
 
+def insert_events_sql_params(events: Sequence[EventRecord]) -> tuple[str, dict[str, Any]]:
+    """The statement (and its parameters) that appends `events`, keeping those already stored."""
+    return _INSERT_EVENTS, _event_params(events)
+
+
 def _event_params(events: Sequence[EventRecord]) -> dict[str, Any]:
     """The `e_*` parameters of `_INSERT_EVENTS`: one array per column, rows in internal id order.
 

@@ -26,6 +26,7 @@ from psycopg import AsyncConnection
 from psycopg.abc import Params
 
 from headwater.store import flow_programs
+from headwater.store.base import EventRecord
 from headwater.store.flow_programs import Program, Rows
 from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
 from headwater.store.run_rules import (
@@ -364,22 +365,30 @@ class PostgresRunVerbs:
         output_json: bytes | None = None,
         error_json: bytes | None = None,
         reason: str | None = None,
+        announce: Sequence[EventRecord] = (),
+        announce_runs: Sequence[NewRun] = (),
     ) -> bool:
         require_final(status)
-        rows = await self._fetch(
-            _FINISH_RUN,
-            {
-                "run_id": run_id,
-                "item_id": item_id,
-                "owner": owner,
-                "status": status.value,
-                "ended_at": ended_at,
-                "output": output_json.decode() if output_json is not None else None,
-                "error": error_json.decode() if error_json is not None else None,
-                "reason": reason,
-            },
-        )
-        finished = bool(rows[0][0])
+        params = {
+            "run_id": run_id,
+            "item_id": item_id,
+            "owner": owner,
+            "status": status.value,
+            "ended_at": ended_at,
+            "output": output_json.decode() if output_json is not None else None,
+            "error": error_json.decode() if error_json is not None else None,
+            "reason": reason,
+        }
+        if announce:
+            planned = plan_runs(announce_runs) if announce_runs else []
+
+            async def finish_announced(connection: Connection) -> bool:
+                return await finish_and_announce(connection, params, announce, planned)
+
+            finished = await self._run(finish_announced)
+        else:
+            rows = await self._fetch(_FINISH_RUN, params)
+            finished = bool(rows[0][0])
         if finished:
             await self._notify_queue()  # a concurrency slot is free again
         return finished
@@ -489,3 +498,28 @@ async def _select_runs(connection: Connection, run_ids: list[str]) -> dict[str, 
         f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.run_id = ANY(%b::text[])", (run_ids,)
     )
     return {row[0]: _run_record(row) for row in await cursor.fetchall()}
+
+
+async def finish_and_announce(
+    connection: Connection,
+    finish_params: Params,
+    announce: Sequence[EventRecord],
+    planned: Sequence[PlannedRun],
+) -> bool:
+    """`_FINISH_RUN` and, if it finished the run, the announcing events and their runs: one
+    transaction. Runs that need flow state take the flow lock first (the order claims take it)."""
+    # Imported here: postgres.py imports this module (it mixes these verbs in).
+    from headwater.store.postgres import insert_events_sql_params
+
+    async with connection.transaction():
+        if any(plan.run.flow.needs_creation_state for plan in planned):
+            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (FLOW_LOCK_KEY,))
+        cursor = await connection.execute(_FINISH_RUN, finish_params)
+        row = await cursor.fetchone()
+        finished = row is not None and bool(row[0])
+        if finished:
+            sql, params = insert_events_sql_params(announce)
+            inserted = await connection.execute(sql, params)
+            if inserted.rowcount and planned:
+                await create_with_flow(connection, planned)
+        return finished

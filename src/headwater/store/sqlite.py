@@ -32,7 +32,7 @@ from headwater.crypto import SealedUser
 from headwater.errors import ConfigurationError, StoreError
 from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
-from headwater.store.run_rules import plan_runs
+from headwater.store.run_rules import PlannedRun, plan_runs
 from headwater.store.runs import NewRun
 from headwater.store.sqlite_apps import SQLiteAppVerbs
 from headwater.store.sqlite_queries import SQLiteQueryVerbs
@@ -102,6 +102,20 @@ def _insert_events(connection: sqlite3.Connection, flat: list[object]) -> int:
         )
         start += size
     return connection.total_changes - before
+
+
+def append_in_transaction(
+    connection: sqlite3.Connection, events: Sequence[EventRecord], planned: Sequence[PlannedRun]
+) -> int:
+    """`append_events` inside a write job that is already running (its transaction): the events,
+    then, if any was new, their planned runs. Returns how many events were new."""
+    flat: list[object] = []
+    for event in events:
+        flat += _event_row(event)
+    new = _insert_events(connection, flat)
+    if new and planned:
+        create_planned_runs(connection, planned)
+    return new
 
 
 def parse_sqlite_url(url: str) -> tuple[Path | str, str]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 from headwater.store import flow_programs
+from headwater.store.base import EventRecord
 from headwater.store.flow_programs import Program, Rows
 from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
 from headwater.store.run_rules import (
@@ -188,8 +189,11 @@ class SQLiteRunVerbs:
         output_json: bytes | None = None,
         error_json: bytes | None = None,
         reason: str | None = None,
+        announce: Sequence[EventRecord] = (),
+        announce_runs: Sequence[NewRun] = (),
     ) -> bool:
         require_final(status)
+        planned = plan_runs(announce_runs) if announce_runs else []
         values = (
             status.value,
             ended_at,
@@ -214,7 +218,13 @@ class SQLiteRunVerbs:
             )
             # Also when the run was already final: a final run must have nothing left to execute.
             connection.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
-            return cursor.rowcount == 1
+            finished = cursor.rowcount == 1
+            if finished and announce:
+                # Imported here: sqlite.py imports this module (it mixes these verbs in).
+                from headwater.store.sqlite import append_in_transaction
+
+                append_in_transaction(connection, announce, planned)
+            return finished
 
         return await self._write(finish)
 
