@@ -37,9 +37,9 @@ NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per ingested event (see store.base.EventRecord)
 class SealedUser:
-    """What the store keeps of a `user` object: never the plaintext."""
+    """What the store keeps of a `user` object: never the plaintext. Treated as immutable."""
 
     key_id: str
     ciphertext: bytes
