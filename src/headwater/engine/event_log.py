@@ -150,7 +150,8 @@ class EventLog:
         for index, event in enumerate(events):
             internal_id = seed.ulid(index + 1) if seed is not None else new_ulid()
             data_json = orjson.dumps(event.data)
-            if encoded_has_nul(data_json, event.data):
+            # The byte search first, inline: a call less per event in the common case.
+            if b"\\u0000" in data_json and encoded_has_nul(data_json, event.data):
                 raise EventValidationError(index, "data", NUL_PROBLEM)
             meta = event.meta
             meta_json = None
