@@ -37,9 +37,9 @@ NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per ingested event (see store.base.EventRecord)
 class SealedUser:
-    """What the store keeps of a `user` object: never the plaintext."""
+    """What the store keeps of a `user` object: never the plaintext. Treated as immutable."""
 
     key_id: str
     ciphertext: bytes
@@ -288,8 +288,14 @@ class KeyFile:
         self._checked_at = 0.0
 
     def rotate(self) -> EncryptionKey:
-        """Make a new active key; the old ones stay readable until every row is re-sealed."""
+        """Make a new active key; the old ones stay readable until every row is re-sealed.
+
+        Returns only once every process reading this file has picked the new key up (each one
+        re-reads it at most `_RECHECK_SECONDS` after it changed): rows re-sealed after that are not
+        joined by new rows that a live server sealed with the old key.
+        """
         ring = self.reload()
         new_key = generate_key(f"k{int(time.time() * 1000)}")
         self.write(KeyRing([new_key, *ring.keys], ring.index_key))
+        time.sleep(self._RECHECK_SECONDS + 0.1)
         return new_key

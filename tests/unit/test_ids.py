@@ -136,6 +136,25 @@ def test_ids_of_one_millisecond_count_up_from_fresh_randomness(
     assert int.from_bytes(made[4].bytes[6:], "big") == int.from_bytes(made[3].bytes[6:], "big") + 1
 
 
+def test_an_id_whose_count_carries_into_the_high_random_bits_is_still_encoded_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a generator whose next id of this millisecond carries out of the low 40 random bits
+    # (the generator keeps the characters of the high bits from one id to the next)
+    monkeypatch.setattr(ids.time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    generator = ids._UlidGenerator()
+    first = ULID.from_str(generator.next())
+    generator._randomness |= (1 << 40) - 1
+    before_carry = generator._randomness
+    # When the next two ids are made
+    carried, after = generator.next(), generator.next()
+    # Then they are the full encodings of the counted randomness, in order
+    assert carried == encode_ulid(1_700_000_000_000, before_carry + 1)
+    assert after == encode_ulid(1_700_000_000_000, before_carry + 2)
+    assert str(first) < carried < after
+    assert ULID.from_str(carried).bytes[6:] == (before_carry + 1).to_bytes(10, "big")
+
+
 def test_new_ulid_is_safe_across_threads() -> None:
     made: list[list[str]] = [[] for _ in range(4)]
 

@@ -172,27 +172,32 @@ class EventLog:
         self, events: Sequence[NormalizedEvent], seed: IdSeed | None, received_at: Millis
     ) -> list[EventRecord]:
         """Give each event its internal id and seal its `user`: what the store will keep."""
-        ring = self.keys.ring()
+        seal_user = self.keys.ring().seal
         records: list[EventRecord] = []
         for index, event in enumerate(events):
             internal_id = seed.ulid(index + 1) if seed is not None else new_ulid()
             data_json = orjson.dumps(event.data)
-            meta_json = orjson.dumps(event.meta) if event.meta is not None else None
-            if encoded_has_nul(data_json, event.data):
+            # The byte search first, inline: a call less per event in the common case.
+            if b"\\u0000" in data_json and encoded_has_nul(data_json, event.data):
                 raise EventValidationError(index, "data", NUL_PROBLEM)
-            if meta_json is not None and encoded_has_nul(meta_json, event.meta):
-                raise EventValidationError(index, "meta", NUL_PROBLEM)
+            meta = event.meta
+            meta_json = None
+            if meta is not None:
+                meta_json = orjson.dumps(meta)
+                if encoded_has_nul(meta_json, meta):
+                    raise EventValidationError(index, "meta", NUL_PROBLEM)
+            # Positional: a frozen dataclass's keyword call costs more, once per event.
             records.append(
                 EventRecord(
-                    internal_id=internal_id,
-                    id=event.id or internal_id,
-                    name=event.name,
-                    data_json=data_json,
-                    user=ring.seal(event.user, internal_id) if event.user else None,
-                    ts=event.ts,
-                    v=event.v,
-                    meta_json=meta_json,
-                    received_at=received_at,
+                    internal_id,
+                    event.id or internal_id,
+                    event.name,
+                    data_json,
+                    seal_user(event.user, internal_id) if event.user else None,
+                    event.ts,
+                    event.v,
+                    meta_json,
+                    received_at,
                 )
             )
         return records

@@ -61,9 +61,10 @@ class Event:
         return wire
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per ingested event (see store.base.EventRecord)
 class NormalizedEvent:
-    """A valid event with every default applied; `id` is None when the sender gave none."""
+    """A valid event with every default applied; `id` is None when the sender gave none. Treated
+    as immutable."""
 
     name: str
     data: JSONObject
@@ -92,7 +93,7 @@ def normalize_event(
         raise EventValidationError(index, "name", "is required")
     if not isinstance(name, str):
         raise EventValidationError(index, "name", f"must be a string, not {_json_type(name)}")
-    if not name.strip():
+    if not name or name.isspace():  # `not name.strip()`, without copying the name
         raise EventValidationError(index, "name", "must not be empty")
     if "\x00" in name:
         raise EventValidationError(index, "name", NUL_PROBLEM)
@@ -145,15 +146,7 @@ def normalize_event(
     if meta is not None and not isinstance(meta, dict):
         raise EventValidationError(index, "meta", f"must be an object, not {_json_type(meta)}")
 
-    return NormalizedEvent(
-        name=name,
-        data=data,
-        user=user,
-        id=event_id or None,
-        ts=ts,
-        v=version,
-        meta=meta,
-    )
+    return NormalizedEvent(name, data, user, event_id or None, ts, version, meta)
 
 
 def normalize_events(

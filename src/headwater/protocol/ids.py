@@ -69,6 +69,22 @@ def _encode_randomness(randomness: int, prefix: str = "") -> str:
     )
 
 
+_LOW_MASK: Final = 0xFF_FFFF_FFFF
+
+
+def _encode_high(randomness: int, prefix: str) -> str:
+    """`prefix` and the 8 characters of the high 40 bits of a ULID's 80 bits of randomness."""
+    pairs = _PAIRS
+    high = randomness >> 40
+    return (
+        prefix
+        + pairs[high >> 30]
+        + pairs[(high >> 20) & 1023]
+        + pairs[(high >> 10) & 1023]
+        + pairs[high & 1023]
+    )
+
+
 def encode_ulid(millis: int, randomness: int) -> str:
     """The ULID string of a time (0 <= millis < 2**48) and randomness (0 <= randomness < 2**80)."""
     if not 0 <= millis <= _MAX_MILLIS or not 0 <= randomness <= _MAX_RANDOMNESS:
@@ -87,10 +103,12 @@ class _UlidGenerator:
 
     def reset(self) -> None:
         self._millis = -1
-        self._prefix = ""
         self._randomness = 0
+        #: The first 18 characters of the last id: its time and the high 40 bits of randomness,
+        #: which the +1 of the next id of the same millisecond almost never changes.
+        self._prefix = ""
 
-    def __call__(self) -> str:
+    def next(self) -> str:
         with self._lock:
             # The clock is read under the lock, so ids made one after the other, by any threads,
             # increase (unless the clock goes back).
@@ -99,15 +117,25 @@ class _UlidGenerator:
                 if self._randomness == _MAX_RANDOMNESS:
                     raise ValueError("Randomness within same millisecond exhausted")
                 randomness = self._randomness + 1
+                if not randomness & _LOW_MASK:  # a carry into the high 40 bits
+                    self._prefix = _encode_high(randomness, self._prefix[:10])
             else:
                 if millis > _MAX_MILLIS:
                     raise ValueError("Value exceeds maximum possible timestamp")
                 randomness = int.from_bytes(random_bytes(_ENTROPY_BYTES), "big")
                 self._millis = millis
-                self._prefix = _encode_millis(millis)
+                self._prefix = _encode_high(randomness, _encode_millis(millis))
             self._randomness = randomness
             prefix = self._prefix
-        return _encode_randomness(randomness, prefix)
+        pairs = _PAIRS
+        low = randomness & _LOW_MASK
+        return (
+            prefix
+            + pairs[low >> 30]
+            + pairs[(low >> 20) & 1023]
+            + pairs[(low >> 10) & 1023]
+            + pairs[low & 1023]
+        )
 
 
 _generate: Final = _UlidGenerator()
@@ -155,7 +183,7 @@ def new_seed() -> IdSeed:
 
 def new_ulid() -> str:
     """A new ULID of the current time; within one millisecond, each one greater than the last."""
-    return _generate()
+    return _generate.next()
 
 
 def is_ulid(text: str) -> bool:

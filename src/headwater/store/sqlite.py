@@ -74,11 +74,13 @@ _WRITER_STATEMENT_CACHE: Final = 256
 
 @dataclass(slots=True)
 class _Job:
-    work: Callable[[sqlite3.Connection], Any]
+    #: What the job does in the writer's transaction; None for a plain event append, which is
+    #: `_insert_events` of its rows (no closure to make on the Event API's path).
+    work: Callable[[sqlite3.Connection], Any] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     #: For a plain event append (no runs): its rows, flattened (`_EVENT_WIDTH` values per row), so
-    #: that the writer may merge it with its neighbours. `work` inserts the same rows alone.
+    #: that the writer may merge it with its neighbours.
     append: list[object] | None = None
     result: Any = None
     error: BaseException | None = field(default=None)
@@ -331,20 +333,22 @@ class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs, SQLiteAppVerbs, SQLiteQueryVe
         flat: list[object] = []
         for event in events:
             flat += _event_row(event)
-        planned = plan_runs(runs) if runs else []
+        if runs:
+            planned = plan_runs(runs)
 
-        def insert(connection: sqlite3.Connection) -> int:
-            new = _insert_events(connection, flat)
-            if new and planned:
-                create_planned_runs(connection, planned)
-            return new
+            def insert(connection: sqlite3.Connection) -> int:
+                new = _insert_events(connection, flat)
+                if new and planned:
+                    create_planned_runs(connection, planned)
+                return new
 
+            return await self._write(insert)
         # `_write`, inlined: one coroutine fewer to suspend and resume on the Event API's path.
         if self._writer is None:
             raise StoreError("the SQLite store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self._jobs.put(_Job(insert, loop, future, None if planned else flat))
+        self._jobs.put(_Job(None, loop, future, flat))
         return await future
 
     async def get_event(self, internal_id: str) -> EventRecord | None:
@@ -479,7 +483,11 @@ def _run_job(connection: sqlite3.Connection, job: _Job) -> None:
     """Run one job in its own savepoint: if it fails, only its own writes are undone."""
     connection.execute("SAVEPOINT job")
     try:
-        job.result = job.work(connection)
+        if job.work is not None:
+            job.result = job.work(connection)
+        else:
+            assert job.append is not None
+            job.result = _insert_events(connection, job.append)
     except Exception as exc:
         # The same error type as the PostgreSQL backend: callers branch on StoreError.
         error = StoreError(f"SQLite write failed: {exc}")
