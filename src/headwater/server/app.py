@@ -26,7 +26,7 @@ from headwater.server.dashboard.live import EventFeed
 from headwater.server.dashboard.pages import dashboard_routes
 from headwater.server.dashboard.session import SessionKeys
 from headwater.server.ingest import IngestASGI, IngestCore, make_ingest_endpoint
-from headwater.server.middleware import RequireSigningKey, ServerKindHeader
+from headwater.server.middleware import SIGNED_PREFIXES, RequireSigningKey, ServerKindHeader
 from headwater.server.openapi import openapi_document
 from headwater.server.replay_api import replay_routes
 from headwater.server.responses import json_response
@@ -178,9 +178,9 @@ def create_app(
         ),
     ]
     if production:
-        # /v0/ and /invoke/ too: run state and invocations are the signing key's business.
-        prefixes = ("/v1/", "/v0/", "/invoke/")
-        middleware.append(Middleware(RequireSigningKey, keys=signing_keys, prefixes=prefixes))
+        middleware.append(
+            Middleware(RequireSigningKey, keys=signing_keys, prefixes=SIGNED_PREFIXES)
+        )
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.event_log = event_log
     app.state.engine = engine

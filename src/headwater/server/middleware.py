@@ -8,6 +8,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from headwater.server.auth import SigningKeys
 from headwater.server.responses import api_error
 
+#: The paths that need the signing key in production mode: /v1/ (REST), and /v0/ and /invoke/ too,
+#: since run state and invocations are the signing key's business.
+SIGNED_PREFIXES = ("/v1/", "/v0/", "/invoke/")
+
 
 class ServerKindHeader:
     """Adds `X-Inngest-Server-Kind: dev|cloud`: Inngest SDKs read it (PROTOCOL §1.1)."""
