@@ -290,12 +290,11 @@ class KeyFile:
     def rotate(self) -> EncryptionKey:
         """Make a new active key; the old ones stay readable until every row is re-sealed.
 
-        Returns only once every process reading this file has picked the new key up (each one
-        re-reads it at most `_RECHECK_SECONDS` after it changed): rows re-sealed after that are not
-        joined by new rows that a live server sealed with the old key.
+        Processes reading this file pick the new key up at most `RECHECK_SECONDS` later: re-seal
+        only after that (`headwater keys rotate` waits), or rows a live server sealed meanwhile
+        keep the old key.
         """
         ring = self.reload()
         new_key = generate_key(f"k{int(time.time() * 1000)}")
         self.write(KeyRing([new_key, *ring.keys], ring.index_key))
-        time.sleep(self._RECHECK_SECONDS + 0.1)
         return new_key
