@@ -187,6 +187,16 @@ def dashboard_routes(
             path="/",
         )
 
+    def cursor_filter(page: Page) -> Cursor | None:
+        """The `cursor` query parameter (a list's next page), or None; BadInput if invalid."""
+        value = page.request.query_params.get("cursor")
+        if not value:
+            return None
+        try:
+            return Cursor.parse(value)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+
     def time_filter(page: Page, name: str) -> int | None:
         try:
             return parse_form_time(page.request.query_params.get(name), name)
@@ -220,12 +230,7 @@ def dashboard_routes(
         params = page.request.query_params
         name = params.get("name") or None
         after, before = time_filter(page, "from"), time_filter(page, "to")
-        cursor = None
-        if params.get("cursor"):
-            try:
-                cursor = Cursor.parse(params["cursor"])
-            except ValueError as exc:
-                raise BadInput(str(exc)) from None
+        cursor = cursor_filter(page)
         query = EventPage(
             EventQuery(limit=PAGE, name=name, received_after=after, received_before=before),
             cursor,
@@ -321,12 +326,7 @@ def dashboard_routes(
                 statuses = (RunStatus(status),)
             except ValueError:
                 raise BadInput(f"status must be one of {[s.value for s in RunStatus]}") from None
-        cursor = None
-        if params.get("cursor"):
-            try:
-                cursor = Cursor.parse(params["cursor"])
-            except ValueError as exc:
-                raise BadInput(str(exc)) from None
+        cursor = cursor_filter(page)
         return RunQuery(
             limit=PAGE,
             function_id=params.get("function") or None,
