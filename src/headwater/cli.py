@@ -36,6 +36,7 @@ from headwater.crypto import (
 )
 from headwater.errors import ConfigurationError, HeadwaterError
 from headwater.flow.retry import RetryPolicy
+from headwater.protocol.durations import parse_duration_ms
 from headwater.sdk.functions import FunctionDefinition
 
 app = typer.Typer(
@@ -142,6 +143,27 @@ def _discovery_ports(own_port: int) -> tuple[int, ...]:
         raise _fail(str(exc)) from None
 
 
+RetentionOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="HEADWATER_RETENTION",
+        help="Delete ended runs and events older than this (e.g. 30d, 12h); default: keep all.",
+    ),
+]
+
+
+def _retention_ms(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        retention = parse_duration_ms(value)
+    except ValueError as exc:
+        raise _fail(f"--retention: {exc}") from None
+    if retention < 3_600_000:
+        raise _fail("--retention must be at least 1h")
+    return retention
+
+
 def _call_state_limit() -> int:
     value = os.environ.get(ENV_CALL_STATE_LIMIT_BYTES)
     if value is None:
@@ -210,6 +232,7 @@ def dev(
             "HEADWATER_DISCOVERY_PORTS) for apps to sync.",
         ),
     ] = False,
+    retention: RetentionOption = None,
 ) -> None:
     """Run a dev server: any event key accepted, open API, loopback by default; apps serving
     functions on this machine's usual ports and paths are found and synced."""
@@ -226,6 +249,7 @@ def dev(
         app_urls=tuple(sdk_url or ()),
         discovery_ports=() if no_discovery else _discovery_ports(port),
         call_state_limit_bytes=_call_state_limit(),
+        retention_ms=_retention_ms(retention),
     )
     functions = _load_functions(app_target)
     keys: KeySource | None = _production_keys()
@@ -265,6 +289,7 @@ def start(
     db: DbOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    retention: RetentionOption = None,
 ) -> None:
     """Run in production: event keys, a signing key and encryption keys are required."""
     keys_given = list(event_key or [])
@@ -302,6 +327,7 @@ def start(
         retry=_retry_policy(),
         call_state_limit_bytes=_call_state_limit(),
         dashboard_password=dashboard_password or None,
+        retention_ms=_retention_ms(retention),
     )
     _serve(settings, keys, log_level, _load_functions(app_target))
 

@@ -43,6 +43,8 @@ class ServerSettings:
     call_state_limit_bytes: int = DEFAULT_CALL_STATE_LIMIT_BYTES
     #: Accepted by the dashboard's login besides the signing key (production mode).
     dashboard_password: str | None = field(default=None, repr=False)
+    #: Forget ended runs and events older than this (`--retention`); None keeps everything.
+    retention_ms: int | None = None
 
     @property
     def database_url(self) -> str:

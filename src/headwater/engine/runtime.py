@@ -32,6 +32,7 @@ from headwater.randomness import random_bytes
 from headwater.sdk.execution import Checkpoint, EventSender
 from headwater.sdk.functions import FunctionDefinition
 from headwater.store import EventRecord, Store
+from headwater.store.retention import Deleted
 from headwater.store.runs import NewRun
 from headwater.types import JSONObject
 
@@ -44,6 +45,9 @@ APPS_REFRESH_S = 5.0
 #: old it must be: older than any throttle or rate-limit period (7 days at most).
 PRUNE_INTERVAL_S = 3_600.0
 STATE_MAX_AGE_MS = 8 * 86_400_000
+#: Retention runs at start and then this often, deleting in batches of this many rows per table.
+RETENTION_INTERVAL_S = 3_600.0
+RETENTION_BATCH = 1_000
 log = logging.getLogger("headwater.engine")
 
 
@@ -82,6 +86,7 @@ class Engine:
         run_limits: Limits = Limits(),  # noqa: B008 - immutable
         lease_ms: int = DEFAULT_LEASE_MS,
         concurrency: int = 64,
+        retention_ms: int | None = None,
     ) -> None:
         self.store = store
         self.registry = FunctionRegistry(functions)
@@ -125,6 +130,8 @@ class Engine:
         )
         self._lease_ms = lease_ms
         self._concurrency = concurrency
+        #: Ended runs and events older than this are deleted (None: kept for ever).
+        self.retention_ms = retention_ms
 
     def _on_stored(self, records: Sequence[EventRecord]) -> None:
         for listener in self.event_listeners:
@@ -165,6 +172,32 @@ class Engine:
             except Exception:
                 log.exception("reading the names of awaited events failed")
             await asyncio.sleep(WATCHED_NAMES_REFRESH_S)
+
+    async def retain(self) -> Deleted:
+        """Delete what is older than the retention period, batch after batch until nothing is
+        left; returns how much went."""
+        assert self.retention_ms is not None
+        cutoff = now_ms() - self.retention_ms
+        runs = events = keys = 0
+        while True:
+            batch = await self.store.delete_expired(cutoff, RETENTION_BATCH)
+            runs, events, keys = runs + batch.runs, events + batch.events, keys + batch.keys
+            if batch.total == 0:
+                break
+            await asyncio.sleep(0)  # let other work through between batches
+        if runs or events or keys:
+            log.info(
+                "retention: deleted %d runs, %d events, %d idempotency keys", runs, events, keys
+            )
+        return Deleted(runs, events, keys)
+
+    async def _retain_periodically(self) -> None:
+        while True:
+            try:
+                await self.retain()
+            except Exception:
+                log.exception("deleting old runs and events failed")
+            await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def _prune_state(self) -> None:
         while True:
@@ -270,6 +303,9 @@ class Engine:
         if self.store.apps_shared_between_processes:
             refresh = asyncio.create_task(self._refresh_apps())
             self._background.add(refresh)
+        if self.retention_ms is not None:
+            retention = asyncio.create_task(self._retain_periodically())
+            self._background.add(retention)
         if len(self.registry):
             await self._run_functions()
         self.replays.start()

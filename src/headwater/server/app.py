@@ -96,7 +96,14 @@ def create_app(
     """The whole server as one ASGI app. The store is opened and the engine started on start-up;
     both stop on shutdown."""
     store = store or open_store(settings.database_url)
-    engine = Engine(store, keys, functions, limits=settings.limits, retry=settings.retry)
+    engine = Engine(
+        store,
+        keys,
+        functions,
+        limits=settings.limits,
+        retry=settings.retry,
+        retention_ms=settings.retention_ms,
+    )
     event_log = engine.event_log
     syncer = AppSyncer(engine, settings)
     signing_keys = SigningKeys([settings.signing_key, settings.signing_key_fallback])

@@ -9,6 +9,7 @@ from typing import Protocol
 from headwater.crypto import SealedUser
 from headwater.store.apps import AppFunctionRecord, AppRecord
 from headwater.store.queries import QueryVerbs
+from headwater.store.retention import Deleted
 from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord, WaitRecord
 from headwater.types import Millis
 
@@ -141,6 +142,11 @@ class Store(QueryVerbs, Protocol):
     ) -> list[QueueItem]:
         """Lease up to `limit` items due at `now` (due_at <= now, no live lease), oldest due first.
         A claimed run that was Queued becomes Running (started_at = now)."""
+
+    async def delete_expired(self, cutoff: Millis, limit: int) -> Deleted:
+        """Retention: delete up to `limit` each of the runs that ended before `cutoff`, the events
+        received before it that no remaining run lists, and the idempotency keys expired before
+        it (store/retention.py). Returns how many of each went."""
 
     async def prune_state(self, before: Millis) -> None:
         """Forget throttle and rate-limit states last used before `before`, singleton keys whose

@@ -25,10 +25,11 @@ from typing import Any, Final, Protocol, TypeVar
 from psycopg import AsyncConnection
 from psycopg.abc import Params
 
-from headwater.store import flow_programs
+from headwater.store import flow_programs, retention
 from headwater.store.base import EventRecord
 from headwater.store.flow_programs import Program, Rows
 from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
+from headwater.store.retention import Deleted
 from headwater.store.run_rules import (
     ACTIVE_STATUSES,
     DUPLICATE_REASON,
@@ -314,6 +315,13 @@ class PostgresRunVerbs:
             return await run_locked(connection, flow_programs.claim(owner, now, lease_until, limit))
 
         return await self._run(claim)
+
+    async def delete_expired(self: _Plumbing, cutoff: Millis, limit: int) -> Deleted:
+        async def delete(connection: Connection) -> Deleted:
+            async with connection.transaction():
+                return await run_program(connection, retention.delete_expired(cutoff, limit))
+
+        return await self._run(delete)
 
     async def prune_state(self: _Plumbing, before: Millis) -> None:
         await self._run(lambda connection: run_locked(connection, flow_programs.prune(before)))

@@ -16,10 +16,11 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
-from headwater.store import flow_programs
+from headwater.store import flow_programs, retention
 from headwater.store.base import EventRecord
 from headwater.store.flow_programs import Program, Rows
 from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
+from headwater.store.retention import Deleted
 from headwater.store.run_rules import (
     ACTIVE_STATUSES,
     PlannedRun,
@@ -136,6 +137,11 @@ class SQLiteRunVerbs:
             return run_program(connection, flow_programs.claim(owner, now, lease_until, limit))
 
         return await self._write(claim)
+
+    async def delete_expired(self: _Plumbing, cutoff: Millis, limit: int) -> Deleted:
+        return await self._write(
+            lambda connection: run_program(connection, retention.delete_expired(cutoff, limit))
+        )
 
     async def prune_state(self: _Plumbing, before: Millis) -> None:
         await self._write(lambda connection: run_program(connection, flow_programs.prune(before)))

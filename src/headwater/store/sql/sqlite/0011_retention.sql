@@ -1,0 +1,5 @@
+-- Retention (`--retention`): the oldest ended runs and expired idempotency keys are found through
+-- these indexes, in order, a batch at a time.
+CREATE INDEX runs_by_ended_at ON runs (ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at)
+    WHERE expires_at IS NOT NULL;
