@@ -12,7 +12,9 @@ that start them):
 - `fatal`    (app/fatal):    raises NonRetriableError("do not retry me");
 - `parallel` (app/parallel): steps "p1" and "p2" in parallel → `["one", "two"]`;
 - `big`      (app/big):      step "x" returns `"x" * event.data.size`, step "y" its length →
-                             `{"x": len(x), "y": y, "pad": len(event.data.pad)}`.
+                             `{"x": len(x), "y": y, "pad": len(event.data.pad)}`;
+- `limited`  (app/limited):  `concurrency` 1 per `event.data.token` (declared the SDK's way);
+                             step "work" sleeps 0.3 s and returns `event.data.n`.
 
 The server runs with HEADWATER_CALL_STATE_LIMIT_BYTES=16384: once "x" is memoized, calls leave the
 steps out and say `use_api`, so the SDK must fetch them from /v0/runs/{id}/actions (else it would
@@ -25,6 +27,7 @@ fixture named `served`, and subclasses `ServedAppScenarios`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -32,6 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ import httpx
 
 from tests.harness import EVENT_KEY, SIGNING_KEY, RunningServer, free_port
 
-FUNCTIONS = ("child", "steps", "flaky", "fatal", "parallel", "big")
+FUNCTIONS = ("child", "steps", "flaky", "fatal", "parallel", "big", "limited")
 #: Calls bigger than this leave the run's state for the SDK to fetch (`use_api`).
 CALL_STATE_LIMIT_BYTES = 16_384
 ENDED = {"Completed", "Failed", "Cancelled"}
@@ -297,3 +301,25 @@ class ServedAppScenarios:
         batch = served.http.get(f"/v0/runs/{run['run_id']}/batch")
         assert batch.status_code == 200, batch.text
         assert [event["data"] for event in batch.json()] == [data]
+
+    def test_the_apps_concurrency_limit_is_enforced(self, served: ServedApp) -> None:
+        mark = token()
+        ids = [served.send("app/limited", {"token": mark, "n": n}) for n in range(3)]
+        runs = [served.run_of(event_id) for event_id in ids]
+        assert [run["status"] for run in runs] == ["Completed"] * 3, runs
+        assert sorted(run["output"] for run in runs) == [0, 1, 2]
+        # The server records each step from the call that ran it to its reply: with the limit
+        # of 1 the three calls never overlap.
+        spans = []
+        for run in runs:
+            steps = served.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+            (work,) = [step for step in steps if step["name"] == "work"]
+            spans.append((_ms(work["started_at"]), _ms(work["ended_at"])))
+        spans.sort()
+        for (_, previous_end), (start, _) in itertools.pairwise(spans):
+            assert start >= previous_end, spans
+        assert len(served.executions("limited:work:", mark)) == 3
+
+
+def _ms(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)

@@ -26,6 +26,7 @@ APP_ID = "hw-e2e-py"
 
 # Every step body appends "<function>:<step>:<attempt>:<token>" to $TRACE: executions are counted.
 PY_APP = """\
+import asyncio
 import datetime
 import os
 
@@ -130,7 +131,23 @@ async def big(ctx):
 
 
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [child, steps, flaky, fatal, parallel, big])
+@client.create_function(
+    fn_id="limited",
+    trigger=inngest.TriggerEvent(event="app/limited"),
+    concurrency=[inngest.Concurrency(limit=1, key="event.data.token")],
+)
+async def limited(ctx):
+    token = ctx.event.data["token"]
+
+    async def work():
+        trace(f"limited:work:{ctx.attempt}:{token}")
+        await asyncio.sleep(0.3)
+        return ctx.event.data["n"]
+
+    return await ctx.step.run("work", work)
+
+
+inngest.fast_api.serve(app, client, [child, steps, flaky, fatal, parallel, big, limited])
 """
 
 

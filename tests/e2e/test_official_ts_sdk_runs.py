@@ -106,7 +106,23 @@ const big = inngest.createFunction(
   },
 );
 
-const functions = [child, steps, flaky, fatal, parallel, big];
+const limited = inngest.createFunction(
+  {
+    id: "limited",
+    concurrency: { limit: 1, key: "event.data.token" },
+    triggers: [{ event: "app/limited" }],
+  },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    return step.run("work", async () => {
+      trace(`limited:work:${attempt}:${token}`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return event.data.n;
+    });
+  },
+);
+
+const functions = [child, steps, flaky, fatal, parallel, big, limited];
 const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT), "127.0.0.1");
 """

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from headwater import Headwater
+from headwater import Concurrency, Headwater
 from headwater.errors import NonRetriableError
 from headwater.sdk.context import Context
 
@@ -100,6 +100,22 @@ async def big(ctx: Context) -> dict[str, Any]:
         return len(got)
 
     return {"x": len(got), "y": await ctx.step.run("y", y), "pad": len(ctx.event.data["pad"])}
+
+
+@hw.function(
+    id="limited",
+    trigger=hw.on_event("app/limited"),
+    concurrency=Concurrency(1, key="event.data.token"),
+)
+async def limited(ctx: Context) -> Any:
+    token = ctx.event.data["token"]
+
+    async def work() -> Any:
+        trace(f"limited:work:{ctx.attempt}:{token}")
+        await asyncio.sleep(0.3)
+        return ctx.event.data["n"]
+
+    return await ctx.step.run("work", work)
 
 
 app = Starlette(routes=[Route("/api/inngest", hw.serve(), methods=["GET", "PUT", "POST"])])
