@@ -230,6 +230,7 @@ def main() -> None:
             "headwater",
             "dev",
             "tests.integration.apps.dash:hw",
+            "--no-discovery",
             "--port",
             str(port),
             "--db",

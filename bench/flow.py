@@ -204,6 +204,7 @@ class Server:
             str(HEADWATER),
             "dev",
             APP,
+            "--no-discovery",
             "--host",
             "127.0.0.1",
             "--port",

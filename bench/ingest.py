@@ -736,7 +736,7 @@ def run_headwater(target: str, options: Options, db_url: str | None) -> ServerRu
     console.rule(f"[bold]Headwater on {target}[/]")
     data_dir = Path(tempfile.mkdtemp(prefix=f"headwater-{target}-", dir=options.work_dir))
     port = free_port()
-    command = [sys.executable, "-m", "headwater", "dev", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "headwater", "dev", "--no-discovery", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
     if db_url is not None:
         command += ["--db", db_url]

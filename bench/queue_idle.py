@@ -54,6 +54,7 @@ def server_for(data_dir: Path) -> Server:
         str(ROOT / ".venv" / "bin" / "headwater"),
         "dev",
         APP,
+        "--no-discovery",
         "--port",
         str(port),
         "--data-dir",
