@@ -122,7 +122,9 @@ def cancellation_params(job: CancellationJob) -> tuple[object, ...]:
 
 
 def _int(value: object) -> int:
-    return int(value)  # type: ignore[call-overload]
+    if not isinstance(value, int):
+        raise TypeError(f"expected an integer column, read {value!r}")
+    return value
 
 
 def cancellation_from_row(row: Sequence[object]) -> CancellationJob:
