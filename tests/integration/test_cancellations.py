@@ -3,13 +3,18 @@ backends, the shop app's sleeping functions as the runs to cancel."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from headwater.protocol.ids import new_ulid
+from headwater.store import open_store
+from headwater.store.cancellations import CancellationJob, CancellationState
 from tests.conftest import BACKENDS, fresh_postgres_schema
 from tests.integration.test_engine_runs import Shop, key, start_shop
 
@@ -194,8 +199,6 @@ def test_the_list_pages_newest_first(shop: Shop) -> None:
 
 
 def test_unknown_and_malformed_ids(shop: Shop) -> None:
-    from headwater.protocol.ids import new_ulid
-
     assert shop.http.get(f"/v1/cancellations/{new_ulid()}").status_code == 404
     assert shop.http.delete(f"/v1/cancellations/{new_ulid()}").status_code == 404
     bad = shop.http.get("/v1/cancellations/nope")
@@ -255,3 +258,61 @@ def test_bad_list_parameters_name_the_parameter(shop: Shop) -> None:
     for params, message in [({"limit": "0"}, "limit"), ({"cursor": "x"}, "cursor")]:
         response = shop.http.get("/v1/cancellations", params=params)
         assert response.status_code == 400 and response.json()["error"].startswith(message)
+
+
+def test_a_job_left_by_a_dead_process_is_taken_over_and_a_live_ones_is_not(
+    tmp_path: Path,
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    # Given sleeping runs left by a server that stopped
+    first = Shop(start_shop(tmp_path, db_url).start(), tmp_path / "trace.log")
+    try:
+        runs = sleepers(first, key(), 3)
+    finally:
+        first.close()
+        first.server.stop()
+    # And two jobs over them stored as Running: one whose owner's lease expired (the process
+    # died), one whose owner's lease still lives
+    now = int(time.time() * 1000)
+    window = [created_ms(run) for run in runs]
+
+    def job() -> CancellationJob:
+        return CancellationJob(
+            job_id=new_ulid(),
+            app_id="shop",
+            function_id="sleeper",
+            started_after=min(window),
+            started_before=max(window) + 1,
+            condition=None,
+            state=CancellationState.RUNNING,
+            cancelled=0,
+            created_at=now,
+            updated_at=now,
+        )
+
+    orphan, held = job(), job()
+
+    async def store_jobs() -> None:
+        store = open_store(db_url)
+        await store.open()
+        try:
+            for stored, lease_until in ((orphan, now - 1), (held, now + 3_600_000)):
+                await store.create_cancellation(stored)
+                assert await store.claim_cancellation(stored.job_id, "gone", now - 10, lease_until)
+        finally:
+            await store.close()
+
+    asyncio.run(store_jobs())
+    # When a server starts on that database
+    second = Shop(start_shop(tmp_path, db_url).start(), tmp_path / "trace.log")
+    try:
+        # Then it takes the orphan over and completes it
+        ended = wait_until_ended(second, orphan.job_id)
+        assert (ended["state"], ended["cancelled"]) == ("Completed", 3)
+        assert {status(second, run) for run in runs} == {"Cancelled"}
+        # And leaves the job another process holds alone
+        kept = second.http.get(f"/v1/cancellations/{held.job_id}").json()["data"]
+        assert (kept["state"], kept["cancelled"]) == ("Running", 0)
+    finally:
+        second.close()
+        second.server.stop()
