@@ -39,16 +39,39 @@ async def test_a_job_is_stored_whole_and_records_progress_until_it_ends(store: S
     saved = await store.get_cancellation(job.job_id)
     assert saved is not None
     assert (saved.cancelled, saved.cursor, saved.updated_at) == (5, cursor, T0 + 1)
-    # And once stopped it ends once, and its runner can neither save nor claim it again
+    # And once stopped it ends once, and cannot be claimed again
     assert await store.end_cancellation(job.job_id, CancellationState.STOPPED, T0 + 2)
     assert not await store.end_cancellation(job.job_id, CancellationState.COMPLETED, T0 + 3)
+    assert not await store.claim_cancellation(job.job_id, "me", T0 + 5, T0 + LEASE)
+    # And its runner still saves the page it was on (the runs it cancelled count) but is told
+    # to stop; another owner saves nothing
     assert not await store.record_cancellation_progress(
         job.job_id, "me", 6, cursor, T0 + 4, T0 + LEASE
     )
-    assert not await store.claim_cancellation(job.job_id, "me", T0 + 5, T0 + LEASE)
+    assert not await store.record_cancellation_progress(
+        job.job_id, "other", 9, cursor, T0 + 4, T0 + LEASE
+    )
     ended = await store.get_cancellation(job.job_id)
     assert ended is not None
-    assert (ended.state, ended.ended_at, ended.cancelled) == (CancellationState.STOPPED, T0 + 2, 5)
+    assert (ended.state, ended.ended_at, ended.cancelled) == (CancellationState.STOPPED, T0 + 2, 6)
+
+
+async def test_a_completed_or_failed_job_saves_no_more_progress(store: Store) -> None:
+    for state in (CancellationState.COMPLETED, CancellationState.FAILED):
+        job = _job()
+        await store.create_cancellation(job)
+        assert await store.claim_cancellation(job.job_id, "me", T0, T0 + LEASE)
+        assert await store.end_cancellation(job.job_id, state, T0 + 1)
+        cursor = Cursor(T0 + 7, new_ulid())
+        assert not await store.record_cancellation_progress(
+            job.job_id, "me", 3, cursor, T0 + 2, T0 + LEASE
+        )
+        ended = await store.get_cancellation(job.job_id)
+        assert ended is not None and (ended.state, ended.cancelled, ended.cursor) == (
+            state,
+            0,
+            None,
+        )
 
 
 async def test_a_job_without_condition_or_progress_reads_back_as_none(store: Store) -> None:

@@ -4,12 +4,13 @@ active runs created in a window, those whose trigger event satisfies an optional
 A job runs in the background of the engine, newest run first, page by page over the function's
 Queued and Running runs in the window; each run is cancelled through `RunOutcomes.cancel`, so its
 end is announced (`inngest/function.cancelled`) as any cancellation is. After each page the job
-saves how many runs it cancelled and where it got to. It can be stopped by any process (the runner
-notices at its next page; the runs already cancelled stay cancelled), and resumes after a restart
+saves how many runs it cancelled and where it got to. It can be stopped by any process (its runner
+stops after the run in hand if it is the same process, else at its next page, and still saves the
+count of that page; the runs already cancelled stay cancelled), and resumes after a restart
 from its last saved position. One process runs a job at a time, under a lease renewed with each
 page; an engine takes over the jobs whose lease expired (their process died) when it starts and
-every `RESUME_INTERVAL_S`. A run of the page in flight when a process dies is looked at again by
-the process that takes over: cancelling it again is refused (it has ended), so it counts once.
+every `RESUME_INTERVAL_S`. The runs a process cancelled in the page in flight when it died are
+cancelled but not counted: the process that takes over no longer sees them (they are not active).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ JOB_PAGE: Final = 50
 #: How long a job's runner may go without saving a page before another process may take it over.
 JOB_LEASE_MS: Final = 120_000
 RESUME_INTERVAL_S: Final = 30.0
+#: How long `stop_job` waits for this process's runner to save its count and stop.
+STOP_WAIT_S: Final = 5.0
 #: How far in the future `started_before` may be (clock skew between client and server).
 FUTURE_SLACK_MS: Final = 5_000
 _ACTIVE: Final = (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -57,6 +60,8 @@ class Cancellations:
         self.outcomes = outcomes
         self.owner = owner
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        #: Jobs of this process stopped through `stop_job`: their runners stop at the next run.
+        self._stopping: set[str] = set()
         self._resumer: asyncio.Task[None] | None = None
 
     async def start_job(
@@ -101,11 +106,13 @@ class Cancellations:
 
     async def stop_job(self, job_id: str) -> bool:
         """Stop a running job (the runs it cancelled stay cancelled); False if it had already
-        ended."""
+        ended. When this process runs it, its runner stops after the run in hand and saves its
+        count before this returns; a runner in another process stops at its next page."""
         stopped = await self.store.end_cancellation(job_id, CancellationState.STOPPED, now_ms())
         task = self._jobs.get(job_id)
         if stopped and task is not None:
-            task.cancel()
+            self._stopping.add(job_id)
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
         return stopped
 
     async def resume(self) -> None:
@@ -143,7 +150,11 @@ class Cancellations:
         if await self.store.claim_cancellation(job.job_id, self.owner, now, now + JOB_LEASE_MS):
             task = asyncio.create_task(self._run_job(job), name=f"cancellation-{job.job_id}")
             self._jobs[job.job_id] = task
-            task.add_done_callback(lambda _: self._jobs.pop(job.job_id, None))
+            task.add_done_callback(lambda _: self._forget(job.job_id))
+
+    def _forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        self._stopping.discard(job_id)
 
     async def _matches(self, expression: Expression | None, run: RunRecord) -> bool:
         """Whether `if` holds for the run's trigger event (its first, for a batch)."""
@@ -167,18 +178,25 @@ class Cancellations:
                     cursor=cursor,
                 )
                 page = await self.store.list_runs(query)
+                looked = 0
                 for run in page:
+                    if job.job_id in self._stopping:
+                        break
                     if await self._matches(expression, run) and await self.outcomes.cancel(
                         run.run_id, _reason(job)
                     ):
                         cancelled += 1
-                if page:
-                    cursor = Cursor(page[-1].created_at, page[-1].run_id)
+                    cursor = Cursor(run.created_at, run.run_id)
+                    looked += 1
+                if looked:
+                    assert cursor is not None
                     now = now_ms()
                     if not await self.store.record_cancellation_progress(
                         job.job_id, self.owner, cancelled, cursor, now, now + JOB_LEASE_MS
                     ):
                         return  # stopped meanwhile (or taken over after a stall)
+                if job.job_id in self._stopping:
+                    return
                 if query.next_cursor(page) is None:
                     await self.store.end_cancellation(
                         job.job_id, CancellationState.COMPLETED, now_ms()

@@ -4,7 +4,8 @@
 
 A job is run by one process at a time under a lease (`claim_cancellation`), renewed with each page
 it saves (`record_cancellation_progress`); it ends once (`end_cancellation`): Completed, Stopped
-(DELETE /v1/cancellations/{id}) or Failed.
+(DELETE /v1/cancellations/{id}) or Failed. A stopped job's runner may still save its last page,
+so `cancelled` counts every run it cancelled.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class CancellationVerbs(Protocol):
         now: Millis,
         lease_until: Millis,
     ) -> bool:
-        """Save a running job's progress and renew `owner`'s lease; False if the job is no longer
-        running (stopped) or `owner` no longer holds it."""
+        """Save a job's progress and renew `owner`'s lease if `owner` holds it and it is Running,
+        or Stopped (so the runs its runner cancelled before it noticed the stop are counted).
+        True if the job is still Running: its runner goes on."""
 
     async def end_cancellation(
         self, job_id: str, state: CancellationState, now: Millis, error: str | None = None

@@ -18,6 +18,8 @@ from headwater.store.queries import Cursor
 from headwater.types import Millis
 
 _RUNNING: Final = CancellationState.RUNNING.value
+#: The states in which a runner's progress is still saved (see `record_cancellation_progress`).
+_SAVED: Final = (_RUNNING, CancellationState.STOPPED.value)
 _MARKS: Final = ", ".join(["%s"] * len(CANCELLATION_COLUMNS.split(",")))
 
 
@@ -80,13 +82,13 @@ class PostgresCancellationVerbs:
         now: Millis,
         lease_until: Millis,
     ) -> bool:
-        updated = await self._rowcount(
+        rows = await self._fetch(
             "UPDATE cancellation_jobs SET cancelled = %s, cursor_created_at = %s,"
             " cursor_run_id = %s, updated_at = %s, lease_until = %s"
-            " WHERE job_id = %s AND state = %s AND lease_owner = %s",
-            (cancelled, cursor.at, cursor.id, now, lease_until, job_id, _RUNNING, owner),
+            " WHERE job_id = %s AND state IN (%s, %s) AND lease_owner = %s RETURNING state",
+            (cancelled, cursor.at, cursor.id, now, lease_until, job_id, *_SAVED, owner),
         )
-        return updated == 1
+        return bool(rows) and rows[0][0] == _RUNNING
 
     async def end_cancellation(
         self: _Plumbing,

@@ -21,6 +21,8 @@ from headwater.types import Millis
 T = TypeVar("T")
 
 _RUNNING: Final = CancellationState.RUNNING.value
+#: The states in which a runner's progress is still saved (see `record_cancellation_progress`).
+_SAVED: Final = (_RUNNING, CancellationState.STOPPED.value)
 _MARKS: Final = ", ".join("?" * len(CANCELLATION_COLUMNS.split(",")))
 
 
@@ -103,15 +105,18 @@ class SQLiteCancellationVerbs:
         lease_until: Millis,
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
-            return (
-                connection.execute(
-                    "UPDATE cancellation_jobs SET cancelled = ?, cursor_created_at = ?,"
-                    " cursor_run_id = ?, updated_at = ?, lease_until = ?"
-                    " WHERE job_id = ? AND state = ? AND lease_owner = ?",
-                    (cancelled, cursor.at, cursor.id, now, lease_until, job_id, _RUNNING, owner),
-                ).rowcount
-                == 1
-            )
+            saved = connection.execute(
+                "UPDATE cancellation_jobs SET cancelled = ?, cursor_created_at = ?,"
+                " cursor_run_id = ?, updated_at = ?, lease_until = ?"
+                " WHERE job_id = ? AND state IN (?, ?) AND lease_owner = ?",
+                (cancelled, cursor.at, cursor.id, now, lease_until, job_id, *_SAVED, owner),
+            ).rowcount
+            if saved != 1:
+                return False
+            row = connection.execute(
+                "SELECT state FROM cancellation_jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            return bool(row[0] == _RUNNING)
 
         return await self._write(update)
 
