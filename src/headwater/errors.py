@@ -10,6 +10,7 @@
     ├── StoreError                    the database failed or is in an unexpected state
     │   └── MigrationError            a migration could not be applied
     ├── ReplayError                   a run or bulk replay cannot be started (names the reason)
+    ├── CancellationError             a bulk cancellation cannot be started (names the reason)
     └── CryptoError                   encryption problems
         ├── UnknownKeyError           a ciphertext names a key id the key ring does not hold
         └── DecryptionError           tampered or corrupt ciphertext
@@ -93,6 +94,17 @@ class ReplayError(HeadwaterError):
     code = "replay_error"
 
     def __init__(self, message: str, code: str = "replay_error") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class CancellationError(HeadwaterError):
+    """A bulk cancellation cannot be started; `code` says why (invalid_request,
+    invalid_expression)."""
+
+    code = "cancellation_error"
+
+    def __init__(self, message: str, code: str = "cancellation_error") -> None:
         self.code = code
         super().__init__(message)
 

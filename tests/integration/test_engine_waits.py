@@ -147,65 +147,6 @@ def test_finish_timeout_cancels_the_run_at_its_deadline(shop: Shop) -> None:
     assert shop.traced(f"timed:before:{k}") and not shop.traced(f"timed:after:{k}")
 
 
-def test_bulk_cancellation_by_window_and_expression(shop: Shop) -> None:
-    group = key()
-    targets = [
-        shop.send({"name": "app/sleep.long", "data": {"key": f"{group}-{i}", "group": group}})
-        for i in range(3)
-    ]
-    spared = shop.send({"name": "app/sleep.long", "data": {"key": f"{group}-x", "group": "other"}})
-    for i in range(3):
-        wait_for_trace(shop, f"sleeper:before:{group}-{i}")
-    wait_for_trace(shop, f"sleeper:before:{group}-x")
-    response = shop.http.post(
-        "/v1/cancellations",
-        json={
-            "app_id": "shop",
-            "function_id": "sleeper",
-            "started_before": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1)),
-            "if": f"event.data.group == '{group}'",
-        },
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["data"]["cancelled"] == 3
-    for event_id in targets:
-        assert shop.runs(event_id)[0]["status"] == "Cancelled"
-    assert shop.runs(spared)[0]["status"] == "Running"
-    shop.http.delete(f"/v1/runs/{shop.runs(spared)[0]['run_id']}")
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (
-            {"function_id": "sleeper", "started_before": "2024-01-01T00:00:00Z"},
-            "app_id is required",
-        ),
-        ({"app_id": "shop", "started_before": "2024-01-01T00:00:00Z"}, "function_id is required"),
-        ({"app_id": "shop", "function_id": "sleeper"}, "started_before is required"),
-        (
-            {"app_id": "shop", "function_id": "sleeper", "started_before": "2999-01-01T00:00:00Z"},
-            "started_before must not be in the future",
-        ),
-        (
-            {
-                "app_id": "shop",
-                "function_id": "sleeper",
-                "started_before": "2024-01-01T00:00:00Z",
-                "if": "event.data.x ==",
-            },
-            "invalid expression",
-        ),
-    ],
-)
-def test_bulk_cancellation_rejects_bad_requests(
-    shop: Shop, body: dict[str, object], message: str
-) -> None:
-    response = shop.http.post("/v1/cancellations", json=body)
-    assert response.status_code == 400
-    assert response.json()["error"].startswith(message)
-
-
 def test_invoke_returns_the_callee_result_and_raises_its_failure(shop: Shop) -> None:
     event_id = shop.send({"name": "app/parent", "data": {"n": 21}})
     (run,) = shop.wait_for_runs(event_id)

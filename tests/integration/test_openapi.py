@@ -204,9 +204,24 @@ def test_cancellations_match_the_document(served: ServedApp, docs: Documented) -
         "started_before": rfc3339(datetime.now(UTC)),
         "if": "event.data.token == 'none'",
     }
-    done = docs.check(http.post("/v1/cancellations", json=body), "/v1/cancellations", 200)
-    assert done["data"]["cancelled"] == 0
+    started = docs.check(http.post("/v1/cancellations", json=body), "/v1/cancellations", 201)
+    job_id = started["data"]["id"]
     docs.check(http.post("/v1/cancellations", json={}), "/v1/cancellations", 400)
+    one = "/v1/cancellations/{cancellation_id}"
+    deadline = time.monotonic() + 10
+    while (shown := docs.check(http.get(f"/v1/cancellations/{job_id}"), one, 200))["data"][
+        "state"
+    ] == "Running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert shown["data"]["cancelled"] == 0
+    listed = docs.check(http.get("/v1/cancellations?limit=1"), "/v1/cancellations", 200)
+    assert listed["metadata"]["next_cursor"] == job_id
+    docs.check(http.get("/v1/cancellations?limit=0"), "/v1/cancellations", 400)
+    docs.check(http.get(f"/v1/cancellations/{new_ulid()}"), one, 404)
+    docs.check(http.get("/v1/cancellations/nope"), one, 400)
+    docs.check(http.delete(f"/v1/cancellations/{job_id}"), one, 409)
+    docs.check(http.delete(f"/v1/cancellations/{new_ulid()}"), one, 404)
 
 
 def test_replays_match_the_document(

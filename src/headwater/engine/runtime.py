@@ -13,6 +13,7 @@ import orjson
 from headwater.clock import now_ms
 from headwater.crypto import KeySource
 from headwater.engine.apps import function_from_config
+from headwater.engine.cancellations import Cancellations
 from headwater.engine.cron import CronScheduler
 from headwater.engine.drivers.http import HttpDriver
 from headwater.engine.drivers.inprocess import InProcessDriver
@@ -107,6 +108,7 @@ class Engine:
         )
         self.outcomes = RunOutcomes(store, self.event_log)
         self.replays = Replays(store, self.registry, self._wake, self.owner)
+        self.cancellations = Cancellations(store, self.event_log, self.outcomes, self.owner)
         #: Called with every batch of events stored by this process (the dashboard's live
         #: stream listens here); a listener must not block.
         self.event_listeners: list[Callable[[Sequence[EventRecord]], None]] = []
@@ -309,6 +311,7 @@ class Engine:
         if len(self.registry):
             await self._run_functions()
         self.replays.start()
+        self.cancellations.start()
 
     async def _run_functions(self) -> None:
         self.cron = CronScheduler(self.store, self.event_log, self.registry)
@@ -330,6 +333,7 @@ class Engine:
     async def stop(self) -> None:
         self._started = False
         await self.replays.close()
+        await self.cancellations.close()
         if self.cron is not None:  # first: no new runs while the worker stops
             await self.cron.stop()
             self.cron = None

@@ -22,6 +22,7 @@ from headwater.crypto import KeySource
 from headwater.engine.runtime import Engine
 from headwater.sdk.functions import FunctionDefinition
 from headwater.server.auth import EventKeys, SigningKeys
+from headwater.server.cancellations_api import cancellation_routes
 from headwater.server.dashboard.live import EventFeed
 from headwater.server.dashboard.pages import dashboard_routes
 from headwater.server.dashboard.session import SessionKeys
@@ -169,8 +170,9 @@ def create_app(
         Route("/dev", dev_info, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *rest_routes(event_log),
-        *runs_routes(store, event_log, engine.outcomes),
+        *runs_routes(store, engine.outcomes),
         *replay_routes(engine.replays),
+        *cancellation_routes(engine.cancellations),
         *sync_routes(syncer),
         *sdk_routes(engine),
         *dashboard_routes(engine, syncer, session_keys, feed),

@@ -18,8 +18,8 @@ Operation = dict[str, Any]
 
 _DESCRIPTION: Final = """\
 Headwater's HTTP API, wire-compatible with Inngest: the Event API (`POST /e/{key}`), REST v1
-(events, runs, replays, apps), and the endpoints the Inngest SDKs call (`/fn/register`, `/v0/runs`,
-`/invoke`, `/dev`).
+(events, runs, cancellations, replays, apps), and the endpoints the Inngest SDKs call
+(`/fn/register`, `/v0/runs`, `/invoke`, `/dev`).
 
 Authentication: in production mode (`headwater start`) every path under /v1/, /v0/ and /invoke/
 needs `Authorization: Bearer <signing key>` (the key as is, or hashed as the SDKs send it); a
@@ -40,6 +40,7 @@ _PATH_PARAMETERS: Final = {
     "internal_id": "An event's internal_id (a ULID)",
     "run_id": "A run's id (a ULID)",
     "job_id": "A bulk replay's id (a ULID)",
+    "cancellation_id": "A bulk cancellation's id (a ULID)",
     "external_id": "The user.external_id whose data to erase (may contain /)",
     "slug": "A function's slug, <app id>-<function id> (may contain /)",
 }
@@ -290,20 +291,82 @@ def _runs() -> list[tuple[str, str, Operation]]:
                 },
             ),
         ),
+    ]
+
+
+def _cancellations() -> list[tuple[str, str, Operation]]:
+    one = "/v1/cancellations/{cancellation_id}"
+    bad_id = _error("The cancellation id is not a ULID")
+    not_found = _error("No such cancellation")
+    page = [
+        _query(
+            "limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Page size"
+        ),
+        _query(
+            "cursor",
+            {"type": "string"},
+            "metadata.next_cursor of the previous page (the id of its last cancellation)",
+        ),
+    ]
+    return [
         (
             "/v1/cancellations",
             "post",
             _operation(
                 "/v1/cancellations",
-                "Runs",
-                "Cancel a function's runs started in a time window",
+                "Cancellations",
+                "Start cancelling a function's active runs started in a time window",
                 {
-                    "200": _data(ref("Cancellation"), "The runs are cancelled"),
+                    "201": _data(ref("Cancellation"), "Stored; it runs in the background"),
                     "400": _error(
-                        "A field is invalid (code invalid_request or invalid_expression)"
+                        "A field is invalid, named in error (code invalid_request or"
+                        " invalid_expression)"
                     ),
                 },
                 body=_body(ref("CancellationIn")),
+            ),
+        ),
+        (
+            "/v1/cancellations",
+            "get",
+            _operation(
+                "/v1/cancellations",
+                "Cancellations",
+                "The bulk cancellations, newest first",
+                {
+                    "200": _data(_list_of("Cancellation"), "A page of cancellations"),
+                    "400": _error("limit or cursor is invalid"),
+                },
+                parameters=page,
+            ),
+        ),
+        (
+            one,
+            "get",
+            _operation(
+                one,
+                "Cancellations",
+                "One bulk cancellation and its progress",
+                {
+                    "200": _data(ref("Cancellation"), "The cancellation"),
+                    "400": bad_id,
+                    "404": not_found,
+                },
+            ),
+        ),
+        (
+            one,
+            "delete",
+            _operation(
+                one,
+                "Cancellations",
+                "Stop a bulk cancellation (the runs it cancelled stay cancelled)",
+                {
+                    "200": _data(ref("Cancellation"), "Stopped"),
+                    "400": bad_id,
+                    "404": not_found,
+                    "409": _error("The cancellation has already ended (code ended)"),
+                },
             ),
         ),
     ]
@@ -531,7 +594,16 @@ def _server() -> list[tuple[str, str, Operation]]:
 
 def _paths() -> dict[str, dict[str, Operation]]:
     paths: dict[str, dict[str, Operation]] = {}
-    for group in (_event_api, _event_reads, _runs, _replays, _apps, _sdk, _server):
+    for group in (
+        _event_api,
+        _event_reads,
+        _runs,
+        _cancellations,
+        _replays,
+        _apps,
+        _sdk,
+        _server,
+    ):
         for path, method, operation in group():
             paths.setdefault(path, {})[method] = operation
     return paths
@@ -545,6 +617,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         "tags": [
             {"name": "Events", "description": "The Event API and REST v1 events"},
             {"name": "Runs", "description": "Function runs, their steps, cancellation"},
+            {"name": "Cancellations", "description": "Bulk cancellations, run in the background"},
             {"name": "Replays", "description": "Replaying ended runs"},
             {"name": "Apps", "description": "Apps serving functions over HTTP"},
             {"name": "SDK", "description": "What the Inngest SDKs call"},

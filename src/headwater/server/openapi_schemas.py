@@ -1,7 +1,7 @@
 """The JSON Schemas of the OpenAPI document's `components.schemas` (see server/openapi.py).
 
 Each mirrors what a handler really reads or writes: `rest.event_json`, `runs_api.run_json` and
-`step_json`, `replay_api.replay_job_json`, the bodies of `sync_api` and `sdk_api`, and the error
+`step_json`, `replay_api.replay_job_json`, `cancellations_api.cancellation_json`, the bodies of `sync_api` and `sdk_api`, and the error
 shapes of `responses.py`. A field a handler writes only sometimes is a property but not `required`.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from headwater.store.cancellations import CancellationState
 from headwater.store.queries import ReplayJobState
 from headwater.store.runs import RunStatus
 
@@ -126,7 +127,10 @@ _METADATA = _obj(
         "cached_until": {"type": "null"},
         "next_cursor": {
             "type": ["string", "null"],
-            "description": "GET /v1/events only: the cursor of the next page, null on the last",
+            "description": (
+                "GET /v1/events and /v1/cancellations: the cursor of the next page, null on"
+                " the last"
+            ),
         },
     },
     "fetched_at",
@@ -209,12 +213,19 @@ _CANCELLATION = _obj(
         "started_after": _time(nullable=True),
         "started_before": _time(),
         "if": {"type": ["string", "null"]},
+        "state": {"type": "string", "enum": [state.value for state in CancellationState]},
+        "cancelled": {"type": "integer", "description": "How many runs it has cancelled so far"},
         "created_at": _time(),
-        "cancelled": {"type": "integer", "description": "How many runs were cancelled"},
+        "updated_at": _time(),
+        "ended_at": _time(nullable=True),
+        "error": {"type": ["string", "null"], "description": "Why it failed (state Failed)"},
     },
-    *("id", "app_id", "function_id", "started_after", "started_before", "if", "created_at"),
-    "cancelled",
-    description="Done at once: the runs are cancelled by the time this is returned",
+    *("id", "app_id", "function_id", "started_after", "started_before", "if", "state"),
+    *("cancelled", "created_at", "updated_at", "ended_at", "error"),
+    description=(
+        "A bulk cancellation job: it cancels the matching runs in the background, page by page;"
+        " `cancelled` and `state` show its progress"
+    ),
 )
 _REPLAY_RUN_IN = _obj(
     {"from_step": _string("Replay from this step: the steps before it are copied", minLength=1)},

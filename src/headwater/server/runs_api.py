@@ -1,26 +1,20 @@
-"""REST v1 for runs (PROTOCOL §2.2): read a run, the runs of an event, cancel a run."""
+"""REST v1 for runs (PROTOCOL §2.2): read a run, the runs of an event, cancel a run. Bulk
+cancellations are in cancellations_api.py."""
 
 from __future__ import annotations
 
-import time
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from headwater.engine.event_log import EventLog
 from headwater.engine.outcomes import RunOutcomes
-from headwater.errors import ExpressionError
-from headwater.expr import compile_expression
-from headwater.protocol.ids import is_ulid, new_ulid
+from headwater.protocol.ids import is_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
-from headwater.server.rest import parse_rfc3339
 from headwater.store import Store
 from headwater.store.runs import RunRecord, RunStatus, StepRecord
-
-_CANCEL_PAGE: Final = 500
 
 
 def step_json(step: StepRecord) -> dict[str, Any]:
@@ -60,32 +54,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     return body
 
 
-async def _json_body(request: Request) -> Any:
-    try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-
-
-class BadRequest(Exception):
-    pass
-
-
-def _time_field(body: dict[str, Any], name: str, *, required: bool) -> int | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise BadRequest(f"{name} is required (an RFC 3339 time)")
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{name} must be an RFC 3339 time string")
-    try:
-        return parse_rfc3339(value, name)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-
-
-def runs_routes(store: Store, event_log: EventLog, outcomes: RunOutcomes) -> list[Route]:
+def runs_routes(store: Store, outcomes: RunOutcomes) -> list[Route]:
     async def get_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         if not is_ulid(run_id):
@@ -124,63 +93,7 @@ def runs_routes(store: Store, event_log: EventLog, outcomes: RunOutcomes) -> lis
             return api_error(409, f"the run has already ended ({run.status.value})", "run_ended")
         return api_data({"run_id": run.run_id, "status": RunStatus.CANCELLED.value})
 
-    async def bulk_cancel(request: Request) -> Response:
-        """Cancel a function's runs created in a time window, optionally only those whose trigger
-        event satisfies `if` (Inngest's POST /v1/cancellations; done at once, not in background)."""
-        try:
-            body = await _json_body(request)
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
-            app_id, function_id = body.get("app_id"), body.get("function_id")
-            if not isinstance(app_id, str) or not app_id:
-                raise BadRequest("app_id is required")
-            if not isinstance(function_id, str) or not function_id:
-                raise BadRequest("function_id is required")
-            now = time.time_ns() // 1_000_000
-            before = _time_field(body, "started_before", required=True)
-            after = _time_field(body, "started_after", required=False) or 0
-            assert before is not None
-            if before > now + 5_000:
-                raise BadRequest("started_before must not be in the future")
-            condition = body.get("if")
-            if condition is not None and not isinstance(condition, str):
-                raise BadRequest("if must be an expression string")
-            expression = compile_expression(condition) if condition else None
-        except BadRequest as exc:
-            return api_error(400, str(exc), "invalid_request")
-        except ExpressionError as exc:
-            return api_error(400, f"invalid expression: {exc}", "invalid_expression")
-        slug = f"{app_id}-{function_id}"
-        cancelled = 0
-        cursor = after
-        while True:
-            runs = await store.active_runs(slug, cursor, before, _CANCEL_PAGE)
-            for run in runs:
-                if expression is not None:
-                    trigger = await event_log.get(run.event_ids[0]) if run.event_ids else None
-                    wire = trigger.wire() if trigger is not None else {}
-                    if not expression.matches({"event": wire}):
-                        continue
-                if await outcomes.cancel(run.run_id, "bulk cancellation"):
-                    cancelled += 1
-            if len(runs) < _CANCEL_PAGE:
-                break
-            cursor = runs[-1].created_at + 1 if runs[-1].created_at >= cursor else cursor
-        return api_data(
-            {
-                "id": new_ulid(),
-                "app_id": app_id,
-                "function_id": function_id,
-                "started_after": rfc3339(after) if after else None,
-                "started_before": rfc3339(before),
-                "if": condition,
-                "created_at": rfc3339(now),
-                "cancelled": cancelled,
-            }
-        )
-
     return [
-        Route("/v1/cancellations", bulk_cancel, methods=["POST"]),
         Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
         Route("/v1/runs/{run_id}", cancel_run, methods=["DELETE"]),
         Route("/v1/runs/{run_id}/steps", run_steps, methods=["GET"]),

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from headwater.crypto import SealedUser
 from headwater.store.apps import AppFunctionRecord, AppRecord
+from headwater.store.cancellations import CancellationVerbs
 from headwater.store.queries import QueryVerbs
 from headwater.store.retention import Deleted
 from headwater.store.runs import NewRun, QueueItem, RunRecord, RunStatus, StepRecord, WaitRecord
@@ -71,10 +72,11 @@ class EventQuery:
         return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
-class Store(QueryVerbs, Protocol):
+class Store(QueryVerbs, CancellationVerbs, Protocol):
     """What the engine and the server need from a database.
 
-    The dashboard's reads and replay's writes are in `QueryVerbs` (queries.py). Every verb is one
+    The dashboard's reads and replay's writes are in `QueryVerbs` (queries.py), bulk
+    cancellations' in `CancellationVerbs` (cancellations.py). Every verb is one
     transaction. A verb that writes returns only after its transaction is
     durable (committed and, for SQLite with synchronous=FULL, fsynced).
     """

@@ -38,6 +38,7 @@ from headwater.errors import ConfigurationError, MigrationError, StoreError
 from headwater.store.base import EventQuery, EventRecord
 from headwater.store.migrations import load_migrations
 from headwater.store.postgres_apps import PostgresAppVerbs
+from headwater.store.postgres_cancellations import PostgresCancellationVerbs
 from headwater.store.postgres_notify import CHANNEL, QueueListener
 from headwater.store.postgres_queries import PostgresQueryVerbs
 from headwater.store.postgres_runs import (
@@ -162,7 +163,13 @@ def _pool_settings(options: dict[str, str]) -> tuple[int, int, float]:
     return pool_min, pool_max, timeout
 
 
-class PostgresStore(PostgresRunVerbs, PostgresWaitVerbs, PostgresAppVerbs, PostgresQueryVerbs):
+class PostgresStore(
+    PostgresRunVerbs,
+    PostgresWaitVerbs,
+    PostgresAppVerbs,
+    PostgresQueryVerbs,
+    PostgresCancellationVerbs,
+):
     """`Store` on a PostgreSQL database (see the module docstring). The run verbs come from
     `PostgresRunVerbs` (postgres_runs.py) and use the same `_fetch`/`_rowcount`.
 

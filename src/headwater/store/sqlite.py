@@ -35,6 +35,7 @@ from headwater.store.migrations import load_migrations
 from headwater.store.run_rules import PlannedRun, plan_runs
 from headwater.store.runs import NewRun
 from headwater.store.sqlite_apps import SQLiteAppVerbs
+from headwater.store.sqlite_cancellations import SQLiteCancellationVerbs
 from headwater.store.sqlite_queries import SQLiteQueryVerbs
 from headwater.store.sqlite_runs import SQLiteRunVerbs, create_planned_runs
 from headwater.store.sqlite_waits import SQLiteWaitVerbs
@@ -138,7 +139,9 @@ def parse_sqlite_url(url: str) -> tuple[Path | str, str]:
     return (raw_path if raw_path == ":memory:" else Path(raw_path)), synchronous
 
 
-class SQLiteStore(SQLiteRunVerbs, SQLiteWaitVerbs, SQLiteAppVerbs, SQLiteQueryVerbs):
+class SQLiteStore(
+    SQLiteRunVerbs, SQLiteWaitVerbs, SQLiteAppVerbs, SQLiteQueryVerbs, SQLiteCancellationVerbs
+):
     """`Store` on one SQLite file (see the module docstring for how writes are grouped). The run
     verbs come from `SQLiteRunVerbs` (sqlite_runs.py) and use the same `_write`/`_read`."""
 
