@@ -21,6 +21,7 @@ from typing import Final
 
 from headwater.clock import now_ms
 from headwater.engine.event_log import EventLog
+from headwater.engine.leased_jobs import JOB_LEASE_MS, LeasedJobs
 from headwater.engine.outcomes import RunOutcomes
 from headwater.errors import CancellationError, ExpressionError
 from headwater.expr import Expression, compile_expression
@@ -36,8 +37,6 @@ log = logging.getLogger("headwater.cancellations")
 #: Runs looked at per page; the job's progress is saved (and a stop noticed) after each page.
 JOB_PAGE: Final = 50
 #: How long a job's runner may go without saving a page before another process may take it over.
-JOB_LEASE_MS: Final = 120_000
-RESUME_INTERVAL_S: Final = 30.0
 #: How long `stop_job` waits for this process's runner to save its count and stop.
 STOP_WAIT_S: Final = 5.0
 #: How far in the future `started_before` may be (clock skew between client and server).
@@ -49,20 +48,20 @@ def _reason(job: CancellationJob) -> str:
     return f"cancelled by bulk cancellation {job.job_id}"
 
 
-class Cancellations:
+class Cancellations(LeasedJobs[CancellationJob]):
     """Starts, stops and runs the bulk cancellations of one engine process."""
+
+    kind = "cancellation"
 
     def __init__(
         self, store: Store, event_log: EventLog, outcomes: RunOutcomes, owner: str
     ) -> None:
+        super().__init__(owner)
         self.store = store
         self.event_log = event_log
         self.outcomes = outcomes
-        self.owner = owner
-        self._jobs: dict[str, asyncio.Task[None]] = {}
         #: Jobs of this process stopped through `stop_job`: their runners stop at the next run.
         self._stopping: set[str] = set()
-        self._resumer: asyncio.Task[None] | None = None
 
     async def start_job(
         self,
@@ -101,7 +100,7 @@ class Cancellations:
             updated_at=now,
         )
         await self.store.create_cancellation(job)
-        await self._claim_and_launch(job)
+        await self.claim_and_launch(job)
         return job
 
     async def stop_job(self, job_id: str) -> bool:
@@ -115,45 +114,19 @@ class Cancellations:
             await asyncio.wait({task}, timeout=STOP_WAIT_S)
         return stopped
 
-    async def resume(self) -> None:
-        """Take over the running jobs no process holds (a stopped server left them)."""
-        for job in await self.store.running_cancellations():
-            if job.job_id not in self._jobs:
-                await self._claim_and_launch(job)
+    # -- LeasedJobs ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Resume jobs now and every `RESUME_INTERVAL_S` while the engine runs."""
-        if self._resumer is None:
-            self._resumer = asyncio.create_task(self._keep_resuming(), name="cancellation-resume")
+    def job_id(self, job: CancellationJob) -> str:
+        return job.job_id
 
-    async def _keep_resuming(self) -> None:
-        while True:
-            try:
-                await self.resume()
-            except Exception:
-                log.exception("resuming the bulk cancellations failed")
-            await asyncio.sleep(RESUME_INTERVAL_S)
+    async def claim(self, job_id: str, now: Millis, lease_until: Millis) -> bool:
+        return await self.store.claim_cancellation(job_id, self.owner, now, lease_until)
 
-    async def close(self) -> None:
-        if self._resumer is not None:
-            self._resumer.cancel()
-            await asyncio.gather(self._resumer, return_exceptions=True)
-            self._resumer = None
-        tasks = list(self._jobs.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._jobs.clear()
+    async def running_jobs(self) -> list[CancellationJob]:
+        return list(await self.store.running_cancellations())
 
-    async def _claim_and_launch(self, job: CancellationJob) -> None:
-        now = now_ms()
-        if await self.store.claim_cancellation(job.job_id, self.owner, now, now + JOB_LEASE_MS):
-            task = asyncio.create_task(self._run_job(job), name=f"cancellation-{job.job_id}")
-            self._jobs[job.job_id] = task
-            task.add_done_callback(lambda _: self._forget(job.job_id))
-
-    def _forget(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
+    def forget(self, job_id: str) -> None:
+        super().forget(job_id)
         self._stopping.discard(job_id)
 
     async def _matches(self, expression: Expression | None, run: RunRecord) -> bool:
@@ -164,7 +137,7 @@ class Cancellations:
         wire = trigger.wire() if trigger is not None else {}
         return expression.matches({"event": wire})
 
-    async def _run_job(self, job: CancellationJob) -> None:
+    async def run_job(self, job: CancellationJob) -> None:
         cursor, cancelled = job.cursor, job.cancelled
         try:
             expression = compile_expression(job.condition) if job.condition else None

@@ -26,6 +26,7 @@ import orjson
 
 from headwater.clock import now_ms
 from headwater.engine.flow_planning import plan_flow
+from headwater.engine.leased_jobs import JOB_LEASE_MS, LeasedJobs
 from headwater.engine.registry import FunctionRegistry
 from headwater.errors import ReplayError
 from headwater.flow.rules import NO_FLOW, RunFlow
@@ -42,22 +43,20 @@ log = logging.getLogger("headwater.replay")
 #: after each page.
 JOB_PAGE: Final = 50
 #: How long a job's runner may go without saving a page before another process may take it over.
-JOB_LEASE_MS: Final = 120_000
-RESUME_INTERVAL_S: Final = 30.0
 #: A job's total is counted once, when it starts, up to this many runs per status.
 JOB_COUNT_CAP: Final = 1_000_000
 
 
-class Replays:
+class Replays(LeasedJobs[ReplayJob]):
+    kind = "replay"
+
     def __init__(
         self, store: Store, registry: FunctionRegistry, wake: Callable[[], None], owner: str
     ) -> None:
+        super().__init__(owner)
         self.store = store
         self.registry = registry
         self.wake = wake
-        self.owner = owner
-        self._jobs: dict[str, asyncio.Task[None]] = {}
-        self._resumer: asyncio.Task[None] | None = None
 
     async def replay_run(
         self, run_id: str, from_step: str | None = None, *, job_id: str | None = None
@@ -160,7 +159,7 @@ class Replays:
             updated_at=now,
         )
         await self.store.create_replay_job(job)
-        await self._claim_and_launch(job)
+        await self.claim_and_launch(job)
         return job
 
     async def stop_job(self, job_id: str) -> bool:
@@ -172,47 +171,19 @@ class Replays:
             task.cancel()
         return stopped
 
-    async def resume(self) -> None:
-        """Take over the running jobs no process holds (a stopped server left them)."""
-        for job in await self.store.list_replay_jobs(limit=100):
-            if job.state is ReplayJobState.RUNNING and job.job_id not in self._jobs:
-                await self._claim_and_launch(job)
+    # -- LeasedJobs ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Resume jobs now and every `RESUME_INTERVAL_S` while the engine runs."""
-        if self._resumer is None:
-            self._resumer = asyncio.create_task(self._keep_resuming(), name="replay-resume")
+    def job_id(self, job: ReplayJob) -> str:
+        return job.job_id
 
-    async def _keep_resuming(self) -> None:
-        while True:
-            try:
-                await self.resume()
-            except Exception:
-                log.exception("resuming the bulk replays failed")
-            await asyncio.sleep(RESUME_INTERVAL_S)
+    async def claim(self, job_id: str, now: Millis, lease_until: Millis) -> bool:
+        return await self.store.claim_replay_job(job_id, self.owner, now, lease_until)
 
-    async def close(self) -> None:
-        if self._resumer is not None:
-            self._resumer.cancel()
-            await asyncio.gather(self._resumer, return_exceptions=True)
-            self._resumer = None
-        tasks = list(self._jobs.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._jobs.clear()
+    async def running_jobs(self) -> list[ReplayJob]:
+        jobs = await self.store.list_replay_jobs(limit=100)
+        return [job for job in jobs if job.state is ReplayJobState.RUNNING]
 
-    async def _claim_and_launch(self, job: ReplayJob) -> None:
-        now = now_ms()
-        if await self.store.claim_replay_job(job.job_id, self.owner, now, now + JOB_LEASE_MS):
-            self._launch(job)
-
-    def _launch(self, job: ReplayJob) -> None:
-        task = asyncio.create_task(self._run_job(job), name=f"replay-job-{job.job_id}")
-        self._jobs[job.job_id] = task
-        task.add_done_callback(lambda _: self._jobs.pop(job.job_id, None))
-
-    async def _run_job(self, job: ReplayJob) -> None:
+    async def run_job(self, job: ReplayJob) -> None:
         cursor, replayed = job.cursor, job.replayed
         try:
             while True:
