@@ -19,7 +19,7 @@ from headwater.engine.runtime import Engine
 from headwater.server.app import HeadwaterApp, create_app
 from tests.harness import SIGNING_KEY, free_port
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inngest-sdk"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inngest-sdk"
 
 
 def register_body(sdk: str) -> dict[str, Any]:

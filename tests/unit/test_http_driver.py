@@ -1,5 +1,5 @@
 """The HTTP driver against the recorded wire exchanges of the official SDKs
-(../shared/fixtures/inngest-sdk/protocol_{py,ts}.json): the request bodies it builds are the
+(tests/fixtures/inngest-sdk/protocol_{py,ts}.json): the request bodies it builds are the
 recorded ones, the recorded replies parse into the right CallResponses, and a parallel run is
 replayed call by call through a mock transport."""
 
@@ -30,7 +30,7 @@ from headwater.engine.drivers.http import (
 from headwater.protocol.steps import CallContext, CallRequest, Opcode, StepOp
 from headwater.sdk.functions import EventTrigger, define_function
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inngest-sdk"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inngest-sdk"
 SDKS = ["py", "ts"]
 
 

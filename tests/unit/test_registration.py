@@ -1,5 +1,5 @@
 """Parsing the register bodies of both official SDKs (PROTOCOL §3.2), from the recorded fixtures
-(../shared/fixtures/inngest-sdk/register_{py,ts}.json) and from variants of their quirks."""
+(tests/fixtures/inngest-sdk/register_{py,ts}.json) and from variants of their quirks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from headwater.engine.apps import RegistrationError, checksum_of, parse_registration
 from headwater.sdk.functions import CronTrigger, EventTrigger
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inngest-sdk"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inngest-sdk"
 FUNCTIONS = ["child", "account-created", "fails", "nonretriable", "parallel"]
 
 

@@ -22,7 +22,7 @@ from headwater.protocol.steps import hash_step_id
 from headwater.sdk.context import Context, ContextSync
 from headwater.sdk.signatures import hash_signing_key, sign
 
-FIXTURES = Path("/work/shared/fixtures/inngest-sdk")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inngest-sdk"
 KEY = "signkey-test-8ee2262a15e8d3c42d6a840db7af3de2aab08ef632b32a37a687f24b34dba3ff"
 OLD_KEY = "signkey-test-1234567890abcdef1234567890abcdef1234567890abcdef1234567890abcdef"
 RUN_ID = "01M8D280K3BMT64DKDKS31VF2B"
