@@ -77,6 +77,11 @@ DbOption = Annotated[
 DataDirOption = Annotated[
     Path, typer.Option(help="Where dev mode keeps its SQLite file and key file.")
 ]
+#: The server a command talks to over HTTP, and the key its API needs in production.
+ServerUrlOption = Annotated[str, typer.Option(envvar="HEADWATER_BASE_URL", help="Server URL.")]
+ApiSigningKeyOption = Annotated[
+    str | None, typer.Option(envvar=ENV_SIGNING_KEY, help="Signing key (production).")
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -382,12 +387,8 @@ def send(
 def events(
     name: Annotated[str | None, typer.Option(help="Only events with this exact name.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100, help="How many events.")] = 20,
-    url: Annotated[
-        str, typer.Option(envvar="HEADWATER_BASE_URL", help="Server URL.")
-    ] = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
-    signing_key: Annotated[
-        str | None, typer.Option(envvar=ENV_SIGNING_KEY, help="Signing key (production).")
-    ] = None,
+    url: ServerUrlOption = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+    signing_key: ApiSigningKeyOption = None,
 ) -> None:
     """Show a table of recent events, newest first."""
     import httpx
@@ -492,12 +493,8 @@ def apps_sync(
     app_url: Annotated[
         str, typer.Argument(help="The app's serve URL, e.g. http://127.0.0.1:3000/api/inngest")
     ],
-    url: Annotated[
-        str, typer.Option(envvar="HEADWATER_BASE_URL", help="Server URL.")
-    ] = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
-    signing_key: Annotated[
-        str | None, typer.Option(envvar=ENV_SIGNING_KEY, help="Signing key (production).")
-    ] = None,
+    url: ServerUrlOption = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+    signing_key: ApiSigningKeyOption = None,
 ) -> None:
     """Ask the server to sync an app now: it PUTs the app's URL and the app registers."""
     import httpx

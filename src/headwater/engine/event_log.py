@@ -22,6 +22,7 @@ from headwater.protocol.events import (
     EventLimits,
     NormalizedEvent,
     encoded_has_nul,
+    event_map,
     normalize_events,
 )
 from headwater.protocol.ids import IdSeed, new_ulid
@@ -50,16 +51,14 @@ class StoredEvent:
 
     def wire(self) -> JSONObject:
         """The event as functions and expressions see it: `{name, data, user, id, ts, v?}`."""
-        wire: JSONObject = {
-            "name": self.name,
-            "data": self.data,
-            "user": self.user,
-            "id": self.id,
-            "ts": self.ts,
-        }
-        if self.v is not None:
-            wire["v"] = self.v
-        return wire
+        return event_map(self.name, self.data, self.user, self.id, self.ts, self.v)
+
+
+def wire_without_user(record: EventRecord) -> JSONObject:
+    """A stored event as functions see it, without its `user`, so without opening it."""
+    return event_map(
+        record.name, orjson.loads(record.data_json), None, record.id, record.ts, record.v
+    )
 
 
 @dataclass(frozen=True, slots=True)

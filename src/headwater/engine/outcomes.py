@@ -18,7 +18,7 @@ from typing import Final
 import orjson
 
 from headwater.clock import now_ms
-from headwater.engine.event_log import EventLog, PreparedAppend
+from headwater.engine.event_log import EventLog, PreparedAppend, wire_without_user
 from headwater.protocol.events import NormalizedEvent
 from headwater.protocol.ids import IdSeed, ulid_millis
 from headwater.protocol.steps import FunctionError
@@ -92,11 +92,10 @@ class RunOutcomes:
     ) -> PreparedAppend:
         events: list[JSONObject] = []
         for event_id in run.event_ids:
-            stored = await self.event_log.get(event_id)
-            if stored is not None:
-                wire = stored.wire()
-                wire.pop("user", None)  # system events are stored in clear: no user objects
-                events.append(wire)
+            # System events are stored in clear: no user object, so none is opened either.
+            record = await self.store.get_event(event_id)
+            if record is not None:
+                events.append(wire_without_user(record))
         data: JSONObject = {
             "function_id": run.function_id,
             "run_id": run.run_id,

@@ -22,9 +22,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import orjson
-
 from headwater.clock import now_ms
+from headwater.engine.event_log import wire_without_user
 from headwater.engine.flow_planning import plan_flow
 from headwater.engine.leased_jobs import JOB_LEASE_MS, LeasedJobs
 from headwater.engine.registry import FunctionRegistry
@@ -35,7 +34,7 @@ from headwater.sdk.functions import FunctionDefinition
 from headwater.store import Store
 from headwater.store.queries import Cursor, ReplayJob, ReplayJobState, ReplayLink, RunQuery
 from headwater.store.runs import NewRun, RunRecord, RunStatus
-from headwater.types import JSONObject, Millis
+from headwater.types import Millis
 
 log = logging.getLogger("headwater.replay")
 
@@ -106,14 +105,8 @@ class Replays(LeasedJobs[ReplayJob]):
         event = await self.store.get_event(original.event_ids[0]) if original.event_ids else None
         if event is None:
             return NO_FLOW
-        # Keys see the event's name and data (the sealed `user` is not opened for them here).
-        wire: JSONObject = {
-            "name": event.name,
-            "data": orjson.loads(event.data_json),
-            "user": {},
-            "id": event.id,
-            "ts": event.ts,
-        }
+        # Keys see the event without its `user`: a replay does not open it for them.
+        wire = wire_without_user(event)
         flow = plan_flow(definition, wire, now).flow
         return dataclasses.replace(flow, rate_limit=None, singleton=None, group=None)
 

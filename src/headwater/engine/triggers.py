@@ -7,7 +7,7 @@ from typing import Final
 
 from headwater.engine.flow_planning import plan_flow
 from headwater.engine.registry import FunctionRegistry
-from headwater.protocol.events import NormalizedEvent
+from headwater.protocol.events import NormalizedEvent, event_map
 from headwater.protocol.ids import new_ulid
 from headwater.store import EventRecord
 from headwater.store.runs import NewRun
@@ -19,16 +19,7 @@ IDEMPOTENCY_WINDOW_MS: Final = 24 * 3_600_000
 
 def event_wire(record: EventRecord, event: NormalizedEvent) -> JSONObject:
     """The event as functions and expressions see it: `{name, data, user, id, ts, v}`."""
-    wire: JSONObject = {
-        "name": event.name,
-        "data": event.data,
-        "user": event.user,
-        "id": record.id,
-        "ts": event.ts,
-    }
-    if event.v is not None:
-        wire["v"] = event.v
-    return wire
+    return event_map(event.name, event.data, event.user, record.id, event.ts, event.v)
 
 
 class RunPlanner:

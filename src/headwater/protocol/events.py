@@ -75,6 +75,22 @@ class NormalizedEvent:
     meta: JSONObject | None
 
 
+def event_map(
+    name: str, data: JSONObject, user: JSONObject | None, id: str, ts: Millis, v: str | None
+) -> JSONObject:
+    """The event as functions and expressions see it: `{name, data, user, id, ts, v?}`. Without a
+    `user` (None) the key is left out: for what must not carry one (system events) or need not
+    open it (flow-control keys of a replay)."""
+    wire: JSONObject = {"name": name, "data": data}
+    if user is not None:
+        wire["user"] = user
+    wire["id"] = id
+    wire["ts"] = ts
+    if v is not None:
+        wire["v"] = v
+    return wire
+
+
 def normalize_event(
     raw: object, index: int, received_at: Millis, limits: EventLimits = DEFAULT_LIMITS
 ) -> NormalizedEvent:

@@ -29,7 +29,6 @@ from headwater.store.flow_rows import (
     QUEUE_FLOW_COLUMNS,
     RATE_LIMITED_REASON,
     candidate_from_row,
-    executing_slots,
     queue_flow_values,
     singleton_replaced_reason,
     singleton_skipped_reason,
@@ -74,12 +73,11 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
     admit; push throttled starts to their next allowed time; set aside the items of keys at their
     limit (`blocked_on`), and hand back those of keys that have free slots again."""
     executing = yield Sql(
-        "SELECT ckey1, climit1, ckey2, climit2 FROM queue"
+        "SELECT ckey1, ckey2 FROM queue"
         " WHERE lease_until > ? AND (ckey1 IS NOT NULL OR ckey2 IS NOT NULL)",
         (now,),
     )
-    keys, _ = executing_slots(executing)
-    counts = in_flight_counts(keys)
+    counts = in_flight_counts(executing)
     yield from _unblock(counts, now)
     taken: list[Candidate] = []
     delayed: dict[str, Millis] = {}
@@ -129,12 +127,15 @@ def _unblock(counts: Counter[str], now: Millis) -> Generator[Sql, Rows, None]:
     """Hand back set-aside items: as many of each key's (earliest first) as it has free slots,
     and every one past its start deadline (to be cancelled now). A key with none left set aside
     is forgotten."""
+    blocked_keys = yield Sql("SELECT key, key_limit FROM blocked_keys ORDER BY key")
+    if not blocked_keys:  # nothing is set aside (every set-aside item's key is listed)
+        return
     overdue = yield Sql(
         "SELECT item_id FROM queue WHERE blocked_on IS NOT NULL AND start_deadline <= ?", (now,)
     )
     release = [row[0] for row in overdue]
     forget: list[str] = []
-    for key, limit in (yield Sql("SELECT key, key_limit FROM blocked_keys ORDER BY key")):
+    for key, limit in blocked_keys:
         free = free_slots(counts, key, int(limit))
         if free == 0:
             continue

@@ -69,18 +69,3 @@ def candidate_from_row(row: Sequence[Any], now: Millis) -> tuple[Candidate, int]
         throttle = ThrottleRule(row[7], int(row[8]), int(row[9]), int(row[10] or 0))
     overdue = row[11] is not None and int(row[11]) <= now
     return Candidate(row[0], row[1], tuple(slots), throttle, overdue), int(row[2])
-
-
-def executing_slots(
-    rows: Sequence[Sequence[Any]],
-) -> tuple[list[tuple[str | None, ...]], dict[str, int]]:
-    """From leased items' (ckey1, climit1, ckey2, climit2): each item's keys, and each key's limit."""
-    keys: list[tuple[str | None, ...]] = []
-    limits: dict[str, int] = {}
-    for key1, limit1, key2, limit2 in rows:
-        keys.append((key1, key2))
-        if key1 is not None:
-            limits[key1] = min(int(limit1), limits.get(key1, int(limit1)))
-        if key2 is not None:
-            limits[key2] = min(int(limit2), limits.get(key2, int(limit2)))
-    return keys, limits

@@ -14,13 +14,16 @@ from headwater.store.cancellations import (
     cancellation_from_row,
     cancellation_params,
 )
-from headwater.store.queries import Cursor
+from headwater.store.queries import Cursor, claim_job_sql
 from headwater.types import Millis
 
 _RUNNING: Final = CancellationState.RUNNING.value
 #: The states in which a runner's progress is still saved (see `record_cancellation_progress`).
 _SAVED: Final = (_RUNNING, CancellationState.STOPPED.value)
 _MARKS: Final = ", ".join(["%s"] * len(CANCELLATION_COLUMNS.split(",")))
+
+
+_CLAIM_JOB: Final = claim_job_sql("cancellation_jobs", "%s")
 
 
 class _Plumbing(Protocol):
@@ -66,9 +69,7 @@ class PostgresCancellationVerbs:
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
         updated = await self._rowcount(
-            "UPDATE cancellation_jobs SET lease_owner = %s, lease_until = %s"
-            " WHERE job_id = %s AND state = %s AND (lease_owner IS NULL OR lease_owner = %s"
-            " OR lease_until <= %s)",
+            _CLAIM_JOB,
             (owner, lease_until, job_id, _RUNNING, owner, now),
         )
         return updated == 1

@@ -25,6 +25,7 @@ from headwater.store.queries import (
     ReplayLink,
     RunCounts,
     RunQuery,
+    claim_job_sql,
     replay_job_from_row,
     replay_job_params,
 )
@@ -55,6 +56,9 @@ copied AS (
 )
 SELECT status FROM decided
 """
+
+
+_CLAIM_JOB: Final = claim_job_sql("replay_jobs", "%s")
 
 
 class _Plumbing(Protocol):
@@ -170,9 +174,7 @@ class PostgresQueryVerbs:
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
         updated = await self._rowcount(
-            "UPDATE replay_jobs SET lease_owner = %s, lease_until = %s"
-            " WHERE job_id = %s AND state = %s AND (lease_owner IS NULL OR lease_owner = %s"
-            " OR lease_until <= %s)",
+            _CLAIM_JOB,
             (owner, lease_until, job_id, _RUNNING, owner, now),
         )
         return updated == 1

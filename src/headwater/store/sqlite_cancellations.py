@@ -15,7 +15,7 @@ from headwater.store.cancellations import (
     cancellation_from_row,
     cancellation_params,
 )
-from headwater.store.queries import Cursor
+from headwater.store.queries import Cursor, claim_job_sql
 from headwater.types import Millis
 
 T = TypeVar("T")
@@ -24,6 +24,9 @@ _RUNNING: Final = CancellationState.RUNNING.value
 #: The states in which a runner's progress is still saved (see `record_cancellation_progress`).
 _SAVED: Final = (_RUNNING, CancellationState.STOPPED.value)
 _MARKS: Final = ", ".join("?" * len(CANCELLATION_COLUMNS.split(",")))
+
+
+_CLAIM_JOB: Final = claim_job_sql("cancellation_jobs", "?")
 
 
 class _Plumbing(Protocol):
@@ -85,9 +88,7 @@ class SQLiteCancellationVerbs:
         def update(connection: sqlite3.Connection) -> bool:
             return (
                 connection.execute(
-                    "UPDATE cancellation_jobs SET lease_owner = ?, lease_until = ?"
-                    " WHERE job_id = ? AND state = ? AND (lease_owner IS NULL OR lease_owner = ?"
-                    " OR lease_until <= ?)",
+                    _CLAIM_JOB,
                     (owner, lease_until, job_id, _RUNNING, owner, now),
                 ).rowcount
                 == 1

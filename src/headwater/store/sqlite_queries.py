@@ -19,6 +19,7 @@ from headwater.store.queries import (
     ReplayLink,
     RunCounts,
     RunQuery,
+    claim_job_sql,
     replay_job_from_row,
     replay_job_params,
 )
@@ -30,6 +31,9 @@ from headwater.types import Millis
 T = TypeVar("T")
 
 _RUNNING: Final = ReplayJobState.RUNNING.value
+
+
+_CLAIM_JOB: Final = claim_job_sql("replay_jobs", "?")
 
 
 class _Plumbing(Protocol):
@@ -189,9 +193,7 @@ class SQLiteQueryVerbs:
         def update(connection: sqlite3.Connection) -> bool:
             return (
                 connection.execute(
-                    "UPDATE replay_jobs SET lease_owner = ?, lease_until = ?"
-                    " WHERE job_id = ? AND state = ? AND (lease_owner IS NULL OR lease_owner = ?"
-                    " OR lease_until <= ?)",
+                    _CLAIM_JOB,
                     (owner, lease_until, job_id, _RUNNING, owner, now),
                 ).rowcount
                 == 1
