@@ -80,7 +80,7 @@ def test_send_watch_timeline_replay_and_cancel(browser: Any, dev_server: Running
     try:
         # Given the events page, open on its live stream
         page.goto(f"{base}/events")
-        page.wait_for_function("document.body.dataset.live === 'on'")
+        page.locator("body[data-live='on']").wait_for(state="attached")
         # When a test event is sent from the form
         page.fill("#send-name", "dash/order.placed")
         page.fill("#send-data", '{"order": "E2E-1"}')
@@ -222,7 +222,7 @@ def test_the_live_stream_shows_events_stored_by_another_process(
         page.set_default_timeout(WAIT_MS)
         try:
             page.goto(f"{first.url}/events")
-            page.wait_for_function("document.body.dataset.live === 'on'")
+            page.locator("body[data-live='on']").wait_for(state="attached")
             # When an event is sent to the second
             sent = httpx.post(f"{second.url}/e/k", json={"name": "dash/sleep", "data": {}})
             event_id = sent.json()["ids"][0]
