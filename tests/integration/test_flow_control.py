@@ -39,16 +39,32 @@ class Flow:
         self.clients = [httpx.Client(base_url=s.url, timeout=30) for s in servers]
         self.http = self.clients[0]
 
-    def send(self, name: str, data: dict[str, Any], *, via: int = 0) -> str:
-        response = self.clients[via].post("/e/k", json={"name": name, "data": data})
+    def send(
+        self, name: str, data: dict[str, Any], *, via: int = 0, user: dict[str, Any] | None = None
+    ) -> str:
+        event = (
+            {"name": name, "data": data}
+            if user is None
+            else {"name": name, "data": data, "user": user}
+        )
+        response = self.clients[via].post("/e/k", json=event)
         assert response.status_code == 200, response.text
         return str(response.json()["ids"][0])
 
-    def send_many(self, name: str, datas: list[dict[str, Any]]) -> list[str]:
-        """Send each event in its own request, all at once, alternating between the servers."""
+    def send_many(
+        self, name: str, datas: list[dict[str, Any]], users: list[dict[str, Any]] | None = None
+    ) -> list[str]:
+        """Send each event in its own request, all at once, alternating between the servers
+        (`users[i]`, if given, is the `user` of event i)."""
         with ThreadPoolExecutor(max_workers=16) as pool:
             futures = [
-                pool.submit(self.send, name, data, via=i % len(self.clients))
+                pool.submit(
+                    self.send,
+                    name,
+                    data,
+                    via=i % len(self.clients),
+                    user=users[i] if users is not None else None,
+                )
                 for i, data in enumerate(datas)
             ]
             return [future.result() for future in futures]
@@ -367,3 +383,41 @@ def test_two_processes_share_concurrency_and_singleton(tmp_path: Path) -> None:
 
 def _ms(rfc3339: str) -> int:
     return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def test_replays_keep_the_per_user_concurrency_of_their_originals(flow: Flow) -> None:
+    # Given runs of a function limited to one at a time per `event.user.external_id`, for two users
+    run = tag()
+    owners = [f"{run}-ann", f"{run}-ann", f"{run}-bob", f"{run}-bob"]
+    datas = [{"seq": f"{run}-{i}", "work": 0.3} for i in range(len(owners))]
+    users = [{"external_id": owner} for owner in owners]
+    ids = flow.send_many("flow/per-user", datas, users)
+    originals = flow.wait_final(ids, count=4)
+    assert {r["status"] for r in originals} == {"Completed"}
+    spans = intervals(flow.marks("per-user"), {d["seq"] for d in datas})
+    assert max_overlap(list(spans.values())) == 2  # one per user, the two users side by side
+    # When they are all replayed at once
+    replayed_after = int(time.time() * 1000)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(
+            pool.map(lambda r: flow.http.post(f"/v1/runs/{r['run_id']}/replay"), originals)
+        )
+    assert [reply.status_code for reply in replies] == [201] * 4, replies[0].text
+    replay_ids = [reply.json()["data"]["run_id"] for reply in replies]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        statuses = [flow.http.get(f"/v1/runs/{i}").json()["data"]["status"] for i in replay_ids]
+        if all(status in FINAL for status in statuses):
+            break
+        time.sleep(0.1)
+    assert statuses == ["Completed"] * 4
+    # Then each user's replays ran one at a time, and the two users' replays side by side (one
+    # key for every replay, as when the keys did not see the user, would run them one by one)
+    marks = [m for m in flow.marks("per-user") if m.at >= replayed_after]
+    replayed = intervals(marks, {d["seq"] for d in datas})
+    assert len(replayed) == 4
+    seq_owner = {d["seq"]: owner for d, owner in zip(datas, owners, strict=True)}
+    for owner in set(owners):
+        mine = [span for seq, span in replayed.items() if seq_owner[seq] == owner]
+        assert max_overlap(mine) == 1, (owner, replayed)
+    assert max_overlap(list(replayed.values())) == 2, replayed

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from headwater.clock import now_ms
-from headwater.engine.event_log import wire_without_user
+from headwater.engine.event_log import EventLog
 from headwater.engine.flow_planning import plan_flow
 from headwater.engine.leased_jobs import JOB_LEASE_MS, LeasedJobs
 from headwater.engine.registry import FunctionRegistry
@@ -50,10 +50,16 @@ class Replays(LeasedJobs[ReplayJob]):
     kind = "replay"
 
     def __init__(
-        self, store: Store, registry: FunctionRegistry, wake: Callable[[], None], owner: str
+        self,
+        store: Store,
+        event_log: EventLog,
+        registry: FunctionRegistry,
+        wake: Callable[[], None],
+        owner: str,
     ) -> None:
         super().__init__(owner)
         self.store = store
+        self.event_log = event_log
         self.registry = registry
         self.wake = wake
 
@@ -101,13 +107,17 @@ class Replays(LeasedJobs[ReplayJob]):
     ) -> RunFlow:
         """The flow control a replay obeys: the function's concurrency, throttle and priority (a
         bulk replay must not overrun a limit), but no rate limit, singleton or grouping: a replay
-        is asked for explicitly, and replays exactly the original's events."""
-        event = await self.store.get_event(original.event_ids[0]) if original.event_ids else None
+        is asked for explicitly, and replays exactly the original's events.
+
+        The keys are those of the function as it is now (a replay runs the current definition,
+        as in Inngest) evaluated on the trigger event as the original's were, `user` opened, so
+        a replay shares its original's per-user limits. The original's own keys are not kept
+        (they live on its queue items, deleted when it ended). A `user` erased since gives the
+        keys of an event without one."""
+        event = await self.event_log.get(original.event_ids[0]) if original.event_ids else None
         if event is None:
             return NO_FLOW
-        # Keys see the event without its `user`: a replay does not open it for them.
-        wire = wire_without_user(event)
-        flow = plan_flow(definition, wire, now).flow
+        flow = plan_flow(definition, event.wire(), now).flow
         return dataclasses.replace(flow, rate_limit=None, singleton=None, group=None)
 
     # -- bulk replays ------------------------------------------------------------------------

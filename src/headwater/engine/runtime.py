@@ -107,7 +107,7 @@ class Engine:
             on_stored=self._on_stored,
         )
         self.outcomes = RunOutcomes(store, self.event_log)
-        self.replays = Replays(store, self.registry, self._wake, self.owner)
+        self.replays = Replays(store, self.event_log, self.registry, self._wake, self.owner)
         self.cancellations = Cancellations(store, self.event_log, self.outcomes, self.owner)
         #: Called with every batch of events stored by this process (the dashboard's live
         #: stream listens here); a listener must not block.

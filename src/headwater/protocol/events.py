@@ -79,8 +79,8 @@ def event_map(
     name: str, data: JSONObject, user: JSONObject | None, id: str, ts: Millis, v: str | None
 ) -> JSONObject:
     """The event as functions and expressions see it: `{name, data, user, id, ts, v?}`. Without a
-    `user` (None) the key is left out: for what must not carry one (system events) or need not
-    open it (flow-control keys of a replay)."""
+    `user` (None) the key is left out: for what must not carry one (system events, a run's
+    announcement of its trigger)."""
     wire: JSONObject = {"name": name, "data": data}
     if user is not None:
         wire["user"] = user

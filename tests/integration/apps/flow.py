@@ -56,6 +56,16 @@ async def per_customer(ctx: Context) -> Any:
     return await work(ctx, "per-customer")
 
 
+# Keyed on the sealed `user`: the key is evaluated with it opened (for a replay too).
+@hw.function(
+    id="per-user",
+    trigger=hw.on_event("flow/per-user"),
+    concurrency=Concurrency(1, key="event.user.external_id"),
+)
+async def per_user(ctx: Context) -> Any:
+    return await work(ctx, "per-user")
+
+
 # Two functions sharing one account-scoped limit per tenant: together, one at a time.
 @hw.function(
     id="tenant-export",
