@@ -32,7 +32,8 @@ Errors: REST v1 and the SDK endpoints answer `{error, status, code}`; the Event 
 `{ids, status, error}`; `/fn/register` answers Inngest's `{error, data, status}`.
 
 The dashboard's HTML pages (`/`, `/login`, `/events`, `/runs`, `/apps`, `/functions`,
-`/replays`, `/static`, ...) are for browsers, not API clients, and are not described here.
+`/replays`, `/cancellations`, `/static`, ...) are for browsers, not API clients, and are not
+described here.
 """
 
 _PATH_PARAMETERS: Final = {
