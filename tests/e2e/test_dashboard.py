@@ -159,6 +159,39 @@ def test_send_watch_timeline_replay_and_cancel(browser: Any, dev_server: Running
         page.close()
 
 
+def test_a_bulk_cancellation_from_its_page(browser: Any, dev_server: RunningServer) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    base = dev_server.url
+    try:
+        # Given two sleeping runs of a group
+        events = [{"name": "dash/sleep", "data": {"group": "e2e-cancel"}}] * 2
+        ids = httpx.post(f"{base}/e/k", json=events).json()["ids"]
+        for event_id in ids:
+            page.goto(f"{base}/events/{event_id}")
+            page.wait_for_selector("#event-runs [data-status=Running]")
+        # When the cancellations page's form cancels the function's runs of that group
+        page.goto(f"{base}/cancellations")
+        page.fill("#bulk-cancellation input[name=app_id]", "dash")
+        page.fill("#bulk-cancellation input[name=function_id]", "sleeper")
+        page.fill("#bulk-cancellation input[name=if]", "event.data.group == 'e2e-cancel'")
+        page.click("#bulk-cancellation button[type=submit]")
+        # Then the job's page shows it Completed, both runs cancelled
+        page.wait_for_selector("#cancellation-state [data-status=Completed]")
+        assert page.inner_text("#cancellation-progress") == "2"
+        shot(page, "cancellation")
+        # And the list shows it
+        page.click("header nav a[href='/cancellations']")
+        row = page.locator("tr[data-cancellation-id]").first
+        assert "dash-sleeper" in row.inner_text() and "Completed" in row.inner_text()
+        shot(page, "cancellations")
+    except Exception:
+        shot(page, "failure")
+        raise
+    finally:
+        page.close()
+
+
 def test_a_post_without_the_csrf_token_is_refused(dev_server: RunningServer) -> None:
     with httpx.Client(base_url=dev_server.url) as client:
         client.get("/events")  # gets a session cookie

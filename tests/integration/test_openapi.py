@@ -244,6 +244,8 @@ def test_replays_match_the_document(
     docs.check(http.get("/v1/replays"), "/v1/replays", 200)
     docs.check(http.get(f"/v1/replays/{job['id']}"), "/v1/replays/{job_id}", 200)
     docs.check(http.get(f"/v1/replays/{new_ulid()}"), "/v1/replays/{job_id}", 404)
+    docs.check(http.get("/v1/replays/nope"), "/v1/replays/{job_id}", 400)
+    docs.check(http.delete("/v1/replays/nope"), "/v1/replays/{job_id}", 400)
     deadline = time.monotonic() + 30
     while http.get(f"/v1/replays/{job['id']}").json()["data"]["state"] == "Running":
         assert time.monotonic() < deadline, "the bulk replay did not end"
@@ -251,6 +253,7 @@ def test_replays_match_the_document(
     docs.check(http.delete(f"/v1/replays/{job['id']}"), "/v1/replays/{job_id}", 409)
     path = "/v1/replays/{job_id}/cancel"
     docs.check(http.post(f"/v1/replays/{new_ulid()}/cancel"), path, 404)
+    docs.check(http.post("/v1/replays/nope/cancel"), path, 400)
 
 
 def test_apps_and_sdk_endpoints_match_the_document(served: ServedApp, docs: Documented) -> None:

@@ -139,6 +139,24 @@ def test_replay_refusals_name_the_problem(dash: Dash) -> None:
     assert bad_body.status_code == 400
 
 
+def test_bulk_replay_ids_that_are_not_ulids_are_refused_and_unknown_ones_not_found(
+    dash: Dash,
+) -> None:
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/cancel")):
+        # A malformed id is a bad request, named as such
+        malformed = dash.http.request(method, f"/v1/replays/not-a-ulid{suffix}")
+        assert malformed.status_code == 400, (method, malformed.text)
+        assert malformed.json() == {
+            "error": "the replay id must be a ULID",
+            "status": 400,
+            "code": "invalid_id",
+        }
+        # A well-formed id of no replay is not found
+        unknown = dash.http.request(method, f"/v1/replays/{new_ulid().lower()}{suffix}")
+        assert unknown.status_code == 404, (method, unknown.text)
+        assert unknown.json()["code"] == "not_found"
+
+
 def test_bulk_replay_replays_the_window_and_reports_progress(dash: Dash) -> None:
     # Given three failed runs
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))

@@ -32,7 +32,8 @@ Errors: REST v1 and the SDK endpoints answer `{error, status, code}`; the Event 
 `{ids, status, error}`; `/fn/register` answers Inngest's `{error, data, status}`.
 
 The dashboard's HTML pages (`/`, `/login`, `/events`, `/runs`, `/apps`, `/functions`,
-`/replays`, `/static`, ...) are for browsers, not API clients, and are not described here.
+`/replays`, `/cancellations`, `/static`, ...) are for browsers, not API clients, and are not
+described here.
 """
 
 _PATH_PARAMETERS: Final = {
@@ -374,8 +375,10 @@ def _cancellations() -> list[tuple[str, str, Operation]]:
 
 def _replays() -> list[tuple[str, str, Operation]]:
     not_found = _error("No such replay")
+    bad_id = _error("The replay id is not a ULID")
     stop = {
         "200": _data(ref("ReplayJob"), "Stopped"),
+        "400": bad_id,
         "404": not_found,
         "409": _error("The replay has already ended (code ended)"),
     }
@@ -427,7 +430,7 @@ def _replays() -> list[tuple[str, str, Operation]]:
                 "/v1/replays/{job_id}",
                 "Replays",
                 "One bulk replay and its progress",
-                {"200": _data(ref("ReplayJob"), "The replay"), "404": not_found},
+                {"200": _data(ref("ReplayJob"), "The replay"), "400": bad_id, "404": not_found},
             ),
         ),
         (

@@ -50,6 +50,10 @@ def replay_error(exc: ReplayError) -> Response:
     return api_error(_STATUS_CODES.get(exc.code, 400), str(exc), exc.code)
 
 
+def _bad_job_id() -> Response:
+    return api_error(400, "the replay id must be a ULID", "invalid_id")
+
+
 async def _object_body(request: Request, *, optional: bool) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip() and optional:
@@ -125,7 +129,10 @@ def replay_routes(replays: Replays) -> list[Route]:
         return response
 
     async def get_job(request: Request) -> Response:
-        job = await replays.store.get_replay_job(request.path_params["job_id"].upper())
+        job_id = request.path_params["job_id"]
+        if not is_ulid(job_id):
+            return _bad_job_id()
+        job = await replays.store.get_replay_job(job_id.upper())
         if job is None:
             return api_error(404, "Replay not found", "not_found")
         return api_data(replay_job_json(job))
@@ -135,7 +142,10 @@ def replay_routes(replays: Replays) -> list[Route]:
         return api_data([replay_job_json(job) for job in jobs])
 
     async def stop_job(request: Request) -> Response:
-        job_id = request.path_params["job_id"].upper()
+        given = request.path_params["job_id"]
+        if not is_ulid(given):
+            return _bad_job_id()
+        job_id = given.upper()
         job = await replays.store.get_replay_job(job_id)
         if job is None:
             return api_error(404, "Replay not found", "not_found")

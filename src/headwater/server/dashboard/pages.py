@@ -25,7 +25,7 @@ from headwater import __version__
 from headwater.clock import now_ms
 from headwater.engine.invocations import invoke_function
 from headwater.engine.runtime import Engine
-from headwater.errors import EventValidationError, ReplayError
+from headwater.errors import CancellationError, EventValidationError, ReplayError
 from headwater.protocol.ids import is_ulid
 from headwater.sdk.registration import function_config
 from headwater.server.dashboard.live import EventFeed, poll_events
@@ -509,6 +509,64 @@ def dashboard_routes(
         await engine.replays.stop_job(job_id)
         return RedirectResponse(f"/replays/{job_id}", 303)
 
+    # -- bulk cancellations --------------------------------------------------------------------
+
+    async def cancellations(page: Page) -> Response:
+        cursor = page.request.query_params.get("cursor") or None
+        if cursor is not None and not is_ulid(cursor):
+            raise BadInput("cursor must be the id of a cancellation (a ULID)")
+        jobs = await store.list_cancellations(PAGE, cursor.upper() if cursor else None)
+        return render(
+            page,
+            "cancellations.html",
+            jobs=jobs,
+            next_cursor=jobs[-1].job_id if len(jobs) == PAGE else None,
+            app_ids=sorted({f.app_id for f in engine.registry}),
+            function_ids=sorted({f.id for f in engine.registry}),
+            # A second ahead: the field has whole seconds, and runs started this second count.
+            default_before=form_time(now_ms() + 1_000),
+        )
+
+    async def start_cancellation(page: Page) -> Response:
+        """The fields of POST /v1/cancellations, from a form: the times as `datetime-local`
+        values (UTC), an empty `if` as none."""
+        form = page.form
+        app_id, function_id = form.get("app_id", "").strip(), form.get("function_id", "").strip()
+        if not app_id or not function_id:
+            raise BadInput("app_id and function_id are required")
+        try:
+            after = parse_form_time(form.get("started_after"), "started_after")
+            before = parse_form_time(form.get("started_before"), "started_before")
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        if before is None:
+            raise BadInput("started_before is required")
+        condition = form.get("if", "").strip() or None
+        try:
+            job = await engine.cancellations.start_job(
+                app_id, function_id, after or 0, before, condition
+            )
+        except CancellationError as exc:
+            raise BadInput(str(exc)) from None
+        return RedirectResponse(f"/cancellations/{job.job_id}", 303)
+
+    async def cancellation_detail(page: Page) -> Response:
+        job_id = page.request.path_params["job_id"].upper()
+        job = await store.get_cancellation(job_id) if is_ulid(job_id) else None
+        if job is None:
+            return render(
+                page, "error.html", 404, title="Not found", message="No such cancellation."
+            )
+        fragment = bool(page.request.headers.get("hx-request"))
+        return render(page, "_cancellation_body.html" if fragment else "cancellation.html", job=job)
+
+    async def stop_cancellation(page: Page) -> Response:
+        job_id = page.request.path_params["job_id"].upper()
+        if not is_ulid(job_id):
+            raise BadInput("no such cancellation")
+        await engine.cancellations.stop_job(job_id)
+        return RedirectResponse(f"/cancellations/{job_id}", 303)
+
     # -- login ---------------------------------------------------------------------------------
 
     async def login_form(page: Page) -> Response:
@@ -570,5 +628,9 @@ def dashboard_routes(
         Route("/replays", _page(start_replay), methods=["POST"]),
         Route("/replays/{job_id}", _page(replay_detail), methods=["GET"]),
         Route("/replays/{job_id}/stop", _page(stop_replay), methods=["POST"]),
+        Route("/cancellations", _page(cancellations), methods=["GET"]),
+        Route("/cancellations", _page(start_cancellation), methods=["POST"]),
+        Route("/cancellations/{job_id}", _page(cancellation_detail), methods=["GET"]),
+        Route("/cancellations/{job_id}/stop", _page(stop_cancellation), methods=["POST"]),
         Mount("/static", static, name="static"),
     ]

@@ -8,10 +8,12 @@ from typing import Any
 
 import orjson
 
+from headwater.store.cancellations import CancellationState
 from headwater.store.runs import RunRecord, RunStatus, StepRecord, WaitRecord
 from headwater.types import JSON, Millis
 
-#: Status → the CSS class of its badge.
+#: A run's status, or a background job's state (the same words, and Stopped) → the CSS class
+#: of its badge.
 STATUS_TONE = {
     RunStatus.QUEUED.value: "neutral",
     RunStatus.RUNNING.value: "info",
@@ -19,6 +21,7 @@ STATUS_TONE = {
     RunStatus.FAILED.value: "bad",
     RunStatus.CANCELLED.value: "warn",
     RunStatus.SKIPPED.value: "neutral",
+    CancellationState.STOPPED.value: "warn",
 }
 
 
