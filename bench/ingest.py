@@ -12,6 +12,9 @@ What it does, in one run so the ratios compare like with like on a noisy machine
   straight into the database with the same durability and INSERT as the store, one transaction
   per 100 rows, in a tight loop (only the database calls are timed).
 * Headwater on SQLite and on PostgreSQL (`python -m headwater dev ...`, as a user starts it).
+* A diagnostic: Headwater's whole app with event appends answered at once, storing nothing
+  (`--serve-unstored`), under the single-event load: the ceiling of any event store on this
+  request path, so the gap between it and the HTTP ceiling is validation, sealing and answering.
 
 Load comes from `wrk` in its own process with a Lua script (written to a temp file) that POSTs
 (a) one event per request from 64 connections and (b) 100 events per request from 16 connections.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import shutil
@@ -404,6 +408,45 @@ def serve_http_ceiling(port: int) -> None:
     )
 
 
+# -- Headwater without its event store's write (a diagnostic) -----------------------------------
+
+
+def serve_unstored(port: int, data_dir: Path) -> None:
+    """Headwater's whole app (`create_app`, the dev settings, a real SQLite store and engine) with
+    one change: appending events returns at once, storing nothing. What it serves is the ceiling
+    of any event store on this request path: how fast validating, sealing and answering are
+    without a single write. It is a measurement aid, never a server to use."""
+    import uvicorn
+
+    from headwater.config import Mode, ServerSettings
+    from headwater.crypto import KeyFile
+    from headwater.server.app import create_app
+    from headwater.store.sqlite import SQLiteStore
+
+    class DiscardingStore(SQLiteStore):
+        async def append_events(self, events: Sequence[Any], runs: Sequence[Any] = ()) -> int:
+            return len(events)
+
+    settings = ServerSettings(
+        mode=Mode.DEV, host="127.0.0.1", port=port, data_dir=data_dir, discovery_ports=()
+    )
+    store = DiscardingStore(settings.database_url)
+    app = create_app(settings, KeyFile.load_or_create(settings.key_file), store)
+    # The same server settings as `headwater dev` (see headwater.cli._serve).
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        server_header=False,
+        date_header=False,
+    )
+
+
 # -- the storage ceiling -----------------------------------------------------------------------
 
 
@@ -732,6 +775,31 @@ def run_http_ceiling(options: Options) -> ServerRun:
     return ServerRun("http-ceiling", rss, measurements)
 
 
+def run_unstored(options: Options) -> ServerRun:
+    console.rule("[bold]Headwater, events validated and sealed but not stored[/] (diagnostic)")
+    data_dir = Path(tempfile.mkdtemp(prefix="headwater-unstored-", dir=options.work_dir))
+    port = free_port()
+    server = Server(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve-unstored",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        port,
+        options.work_dir / "headwater-unstored.log",
+    )
+    single = [load for load in options.loads if load.events_per_request == 1]
+    with running(server):
+        measurements = load_server(
+            server, "unstored", dataclasses.replace(options, loads=single), None
+        )
+        rss = server.peak_rss_mb()
+    return ServerRun("unstored", rss, measurements)
+
+
 def run_headwater(target: str, options: Options, db_url: str | None) -> ServerRun:
     console.rule(f"[bold]Headwater on {target}[/]")
     data_dir = Path(tempfile.mkdtemp(prefix=f"headwater-{target}-", dir=options.work_dir))
@@ -845,11 +913,12 @@ def results_table(
             table.add_row(f"{run.target}: skipped ({run.skipped})")
             continue
         for m in run.measurements:
-            name = (
-                f"HTTP ceiling, {m.load} ({m.events_per_request}/req)"
-                if run.target == "http-ceiling"
-                else f"Headwater {run.target}, {m.load} ({m.events_per_request}/req)"
-            )
+            if run.target == "http-ceiling":
+                name = f"HTTP ceiling, {m.load} ({m.events_per_request}/req)"
+            elif run.target == "unstored":
+                name = f"Headwater, not stored, {m.load} ({m.events_per_request}/req)"
+            else:
+                name = f"Headwater {run.target}, {m.load} ({m.events_per_request}/req)"
             vs = ""
             if run.target != "http-ceiling":
                 if m.load == "single" and http_single is not None:
@@ -888,6 +957,11 @@ def results_table(
         f"storage ceiling {c.backend}: requests/s = transactions/s; {c.durability}"
         for c in storage.values()
     ]
+    if any(run.target == "unstored" and run.measurements for run in runs):
+        notes.append(
+            "not stored: the whole app with appends discarded (validation, sealing, answering): "
+            "what any event store could reach on this request path"
+        )
     if notes:
         table.caption = "\n".join(notes)
     return table
@@ -954,6 +1028,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100, help="events per batch (100)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk -t (2)")
     parser.add_argument("--serve-http-ceiling", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-unstored", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -961,6 +1037,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_http_ceiling is not None:
         serve_http_ceiling(args.serve_http_ceiling)
+        return 0
+    if args.serve_unstored is not None:
+        serve_unstored(args.serve_unstored, args.data_dir)
         return 0
     if shutil.which("wrk") is None:
         console.print(
@@ -1030,8 +1109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(ServerRun(backend, None, skipped=f"failed: {str(exc)[:200]}"))
             raise
 
+    def unstored() -> None:
+        runs.append(run_unstored(options))
+
     try:
         phase("HTTP ceiling", http_ceiling)
+        if run_servers:
+            phase("Headwater without storing", unstored)
         if want_sqlite:
             phase("SQLite storage ceiling", lambda: storage_ceiling("sqlite"))
             if run_servers:
