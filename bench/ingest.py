@@ -390,22 +390,26 @@ class CeilingApp:
         await send({"type": "http.response.body", "body": payload})
 
 
-def serve_http_ceiling(port: int) -> None:
+def serve_asgi(app: Any, port: int, *, lifespan: str) -> None:
+    """Serve `app` with the same server settings as `headwater dev` (see headwater.cli._serve)."""
     import uvicorn
 
-    # The same server settings as `headwater dev` (see headwater.cli._serve).
     uvicorn.run(
-        CeilingApp(),
+        app,
         host="127.0.0.1",
         port=port,
         loop="uvloop",
         http="httptools",
         access_log=False,
         log_level="warning",
-        lifespan="off",
+        lifespan=lifespan,
         server_header=False,
         date_header=False,
     )
+
+
+def serve_http_ceiling(port: int) -> None:
+    serve_asgi(CeilingApp(), port, lifespan="off")
 
 
 # -- Headwater without its event store's write (a diagnostic) -----------------------------------
@@ -416,8 +420,6 @@ def serve_unstored(port: int, data_dir: Path) -> None:
     one change: appending events returns at once, storing nothing. What it serves is the ceiling
     of any event store on this request path: how fast validating, sealing and answering are
     without a single write. It is a measurement aid, never a server to use."""
-    import uvicorn
-
     from headwater.config import Mode, ServerSettings
     from headwater.crypto import KeyFile
     from headwater.server.app import create_app
@@ -432,19 +434,7 @@ def serve_unstored(port: int, data_dir: Path) -> None:
     )
     store = DiscardingStore(settings.database_url)
     app = create_app(settings, KeyFile.load_or_create(settings.key_file), store)
-    # The same server settings as `headwater dev` (see headwater.cli._serve).
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-        server_header=False,
-        date_header=False,
-    )
+    serve_asgi(app, port, lifespan="on")
 
 
 # -- the storage ceiling -----------------------------------------------------------------------

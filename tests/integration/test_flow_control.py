@@ -153,6 +153,24 @@ def intervals(marks: list[Mark], seqs: set[str]) -> dict[str, tuple[int, int]]:
     return {seq: (starts[seq], ends[seq]) for seq in starts}
 
 
+def replay_all_and_wait(flow: Flow, originals: list[dict[str, Any]]) -> None:
+    """Replay every run at once (one request each, side by side), then wait until every replay
+    has completed."""
+    with ThreadPoolExecutor(max_workers=len(originals)) as pool:
+        replies = list(
+            pool.map(lambda r: flow.http.post(f"/v1/runs/{r['run_id']}/replay"), originals)
+        )
+    assert [reply.status_code for reply in replies] == [201] * len(originals), replies[0].text
+    replay_ids = [reply.json()["data"]["run_id"] for reply in replies]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        statuses = [flow.http.get(f"/v1/runs/{i}").json()["data"]["status"] for i in replay_ids]
+        if all(status in FINAL for status in statuses):
+            break
+        time.sleep(0.1)
+    assert statuses == ["Completed"] * len(originals)
+
+
 def test_concurrency_limits_each_key_and_a_busy_key_does_not_starve_others(flow: Flow) -> None:
     run = tag()
     busy, quiet = f"{run}-busy", f"{run}-quiet"
@@ -197,19 +215,7 @@ def test_replays_obey_the_functions_concurrency_limit(flow: Flow) -> None:
     ids = flow.send_many("flow/concurrency", datas)
     originals = flow.wait_final(ids, count=6)
     replayed_after = int(time.time() * 1000)
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        replies = list(
-            pool.map(lambda r: flow.http.post(f"/v1/runs/{r['run_id']}/replay"), originals)
-        )
-    assert [reply.status_code for reply in replies] == [201] * 6, replies[0].text
-    replay_ids = [reply.json()["data"]["run_id"] for reply in replies]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        statuses = [flow.http.get(f"/v1/runs/{i}").json()["data"]["status"] for i in replay_ids]
-        if all(status in FINAL for status in statuses):
-            break
-        time.sleep(0.1)
-    assert statuses == ["Completed"] * 6
+    replay_all_and_wait(flow, originals)
     marks = [m for m in flow.marks("per-customer") if m.at >= replayed_after]
     spans = intervals(marks, {d["seq"] for d in datas})
     assert len(spans) == 6
@@ -398,19 +404,7 @@ def test_replays_keep_the_per_user_concurrency_of_their_originals(flow: Flow) ->
     assert max_overlap(list(spans.values())) == 2  # one per user, the two users side by side
     # When they are all replayed at once
     replayed_after = int(time.time() * 1000)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        replies = list(
-            pool.map(lambda r: flow.http.post(f"/v1/runs/{r['run_id']}/replay"), originals)
-        )
-    assert [reply.status_code for reply in replies] == [201] * 4, replies[0].text
-    replay_ids = [reply.json()["data"]["run_id"] for reply in replies]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        statuses = [flow.http.get(f"/v1/runs/{i}").json()["data"]["status"] for i in replay_ids]
-        if all(status in FINAL for status in statuses):
-            break
-        time.sleep(0.1)
-    assert statuses == ["Completed"] * 4
+    replay_all_and_wait(flow, originals)
     # Then each user's replays ran one at a time, and the two users' replays side by side (one
     # key for every replay, as when the keys did not see the user, would run them one by one)
     marks = [m for m in flow.marks("per-user") if m.at >= replayed_after]
