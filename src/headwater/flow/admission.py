@@ -35,8 +35,6 @@ class Admission:
     delayed: dict[str, Millis] = field(default_factory=dict)
     #: New throttle states to store: key → TAT.
     throttle_tats: dict[str, Millis] = field(default_factory=dict)
-    #: Keys at their limit (after what this admission took).
-    saturated: set[str] = field(default_factory=set)
     #: Items held back by a key at its limit: item id → that key (and its limit). The store sets
     #: them aside until the key has a free slot, so later claims do not read them again.
     blocked: dict[str, ConcurrencySlot] = field(default_factory=dict)
@@ -48,10 +46,6 @@ def in_flight_counts(executing: Iterable[Sequence[str | None]]) -> Counter[str]:
     for keys in executing:
         counts.update(key for key in keys if key is not None)
     return counts
-
-
-def saturated_keys(counts: Mapping[str, int], limits: Mapping[str, int]) -> set[str]:
-    return {key for key, limit in limits.items() if counts.get(key, 0) >= limit}
 
 
 def free_slots(counts: Mapping[str, int], key: str, limit: int) -> int:
@@ -75,7 +69,6 @@ def admit(
         if not candidate.overdue:
             full = [s for s in candidate.slots if in_flight[s.key] >= s.limit]
             if full:
-                result.saturated.update(s.key for s in full)
                 result.blocked[candidate.item_id] = full[0]
                 continue
             rule = candidate.throttle
@@ -88,7 +81,5 @@ def admit(
                 result.throttle_tats[rule.key] = decision.tat
         for slot in candidate.slots:
             in_flight[slot.key] += 1
-            if in_flight[slot.key] >= slot.limit:
-                result.saturated.add(slot.key)
         result.taken.append(candidate)
     return result
