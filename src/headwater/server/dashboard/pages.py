@@ -480,11 +480,16 @@ def dashboard_routes(
     # -- replays -------------------------------------------------------------------------------
 
     async def replays(page: Page) -> Response:
+        cursor = page.request.query_params.get("cursor") or None
+        if cursor is not None and not is_ulid(cursor):
+            raise BadInput("cursor must be the id of a replay (a ULID)")
+        jobs = await store.list_replay_jobs(PAGE, cursor.upper() if cursor else None)
         now = now_ms()
         return render(
             page,
             "replays.html",
-            jobs=await store.list_replay_jobs(),
+            jobs=jobs,
+            next_cursor=jobs[-1].job_id if len(jobs) == PAGE else None,
             functions=sorted(f.slug for f in engine.registry),
             default_from=form_time(now - STATS_WINDOW_MS),
             default_to=form_time(now + 60_000),
