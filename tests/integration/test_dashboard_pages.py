@@ -93,6 +93,27 @@ def test_pages_paginate_with_their_cursor(client: httpx.Client) -> None:
     assert re.search(r"data-run-id=", client.get("/runs?function=dash-sleeper").text)
 
 
+def test_the_replays_page_pages_older_jobs(client: httpx.Client) -> None:
+    # Given more bulk replays than a page holds (30; over an empty window: they end at once)
+    window = {"from": "2000-01-01T00:00:00Z", "to": "2000-01-02T00:00:00Z"}
+    for _ in range(31):
+        started = client.post("/v1/replays", json={"function_id": "dash-pipeline"} | window)
+        assert started.status_code == 202, started.text
+    listed = client.get("/v1/replays", params={"limit": 100}).json()["data"]
+    newest = [job["id"] for job in listed]
+    # When the page is read
+    first = client.get("/replays").text
+    # Then it shows the newest 30, and an "Older" link after the last of them
+    shown = re.findall(r'href="/replays/([0-9A-Z]{26})"', first)
+    assert shown == newest[:30]
+    link = re.search(r'href="/replays\?cursor=([0-9A-Z]{26})">Older', first)
+    assert link is not None and link.group(1) == newest[29]
+    # And the link's page starts with the next older job
+    older = client.get(f"/replays?cursor={link.group(1)}").text
+    assert re.findall(r'href="/replays/([0-9A-Z]{26})"', older)[0] == newest[30]
+    assert client.get("/replays?cursor=nope").status_code == 400
+
+
 # -- bulk cancellations ----------------------------------------------------------------------------
 
 

@@ -241,7 +241,9 @@ def test_replays_match_the_document(
     }
     job = docs.check(http.post("/v1/replays", json=bulk), "/v1/replays", 202)["data"]
     docs.check(http.post("/v1/replays", json={"function_id": 1}), "/v1/replays", 400)
-    docs.check(http.get("/v1/replays"), "/v1/replays", 200)
+    listed = docs.check(http.get("/v1/replays?limit=1"), "/v1/replays", 200)
+    assert listed["metadata"]["next_cursor"] == job["id"]
+    docs.check(http.get("/v1/replays?cursor=nope"), "/v1/replays", 400)
     docs.check(http.get(f"/v1/replays/{job['id']}"), "/v1/replays/{job_id}", 200)
     docs.check(http.get(f"/v1/replays/{new_ulid()}"), "/v1/replays/{job_id}", 404)
     docs.check(http.get("/v1/replays/nope"), "/v1/replays/{job_id}", 400)

@@ -218,6 +218,42 @@ def test_bulk_replay_can_be_stopped(dash: Dash) -> None:
     }
 
 
+def test_the_bulk_replay_list_pages_newest_first(dash: Dash) -> None:
+    # Given three jobs (over an empty window: they end at once)
+    window = {"from": "2000-01-01T00:00:00Z", "to": "2000-01-02T00:00:00Z"}
+    ids = []
+    for _ in range(3):
+        started = dash.http.post("/v1/replays", json={"function_id": "dash-pipeline"} | window)
+        assert started.status_code == 202, started.text
+        ids.append(started.json()["data"]["id"])
+    # When the list is read two at a time, following next_cursor
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        body = dash.http.get("/v1/replays", params=params).json()
+        assert len(body["data"]) <= 2
+        seen += [job["id"] for job in body["data"]]
+        cursor = body["metadata"]["next_cursor"]
+        if cursor is None:
+            break
+    # Then each job comes once, newest first
+    assert len(seen) == len(set(seen))
+    assert [job_id for job_id in seen if job_id in ids] == sorted(ids, reverse=True)
+
+
+def test_bad_bulk_replay_list_parameters_name_the_parameter(dash: Dash) -> None:
+    for params, message in [
+        ({"limit": "0"}, "limit must be an integer from 1 to 100"),
+        ({"limit": "101"}, "limit must be an integer from 1 to 100"),
+        ({"cursor": "x"}, "cursor must be the next_cursor of a previous page"),
+    ]:
+        response = dash.http.get("/v1/replays", params=params)
+        assert response.status_code == 400, (params, response.text)
+        assert response.json()["error"].startswith(message)
+        assert response.json()["code"] == "invalid_request"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

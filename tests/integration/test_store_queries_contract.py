@@ -191,6 +191,24 @@ async def test_list_replay_jobs_newest_first(store: Store) -> None:
     assert failed is not None and failed.error == "boom"
 
 
+async def test_replay_jobs_list_in_keyset_pages(store: Store) -> None:
+    # Given five jobs
+    jobs = [_job() for _ in range(5)]
+    for job in jobs:
+        await store.create_replay_job(job)
+    # When they are listed two at a time, each page after the previous one's last id
+    seen: list[str] = []
+    before: str | None = None
+    while True:
+        page = await store.list_replay_jobs(2, before)
+        seen += [job.job_id for job in page]
+        if len(page) < 2:
+            break
+        before = page[-1].job_id
+    # Then each comes once, newest first
+    assert seen == sorted((job.job_id for job in jobs), reverse=True)
+
+
 async def test_list_events_received_pages_newest_received_first_in_a_window(store: Store) -> None:
     # Given events received over time, two in the same millisecond, one a system event
     events = [make_event("app/a", received_at=T0 + i) for i in range(5)]

@@ -16,7 +16,7 @@ from headwater.engine.cancellations import Cancellations
 from headwater.errors import CancellationError
 from headwater.protocol.ids import is_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
-from headwater.server.rest import DEFAULT_PAGE, MAX_PAGE, parse_rfc3339
+from headwater.server.rest import parse_job_page, parse_rfc3339
 from headwater.store.cancellations import CancellationJob
 
 
@@ -74,19 +74,6 @@ def parse_cancellation(body: object) -> tuple[str, str, int, int, str | None]:
     return app_id, function_id, after, before, condition
 
 
-def _page(request: Request) -> tuple[int, str | None]:
-    limit_text = request.query_params.get("limit")
-    limit = DEFAULT_PAGE
-    if limit_text is not None:
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise _invalid(f"limit must be an integer from 1 to {MAX_PAGE}")
-        limit = int(limit_text)
-    cursor = request.query_params.get("cursor") or None
-    if cursor is not None and not is_ulid(cursor):
-        raise _invalid("cursor must be the next_cursor of a previous page (a cancellation id)")
-    return limit, cursor.upper() if cursor else None
-
-
 def _error(exc: CancellationError) -> Response:
     return api_error(400, str(exc), exc.code)
 
@@ -109,9 +96,9 @@ def cancellation_routes(cancellations: Cancellations) -> list[Route]:
 
     async def list_jobs(request: Request) -> Response:
         try:
-            limit, cursor = _page(request)
-        except CancellationError as exc:
-            return _error(exc)
+            limit, cursor = parse_job_page(request, "cancellation")
+        except ValueError as exc:
+            return _error(_invalid(str(exc)))
         jobs = await store.list_cancellations(limit, cursor)
         next_cursor = jobs[-1].job_id if len(jobs) == limit else None
         return api_data([cancellation_json(job) for job in jobs], next_cursor=next_cursor)

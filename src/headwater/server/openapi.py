@@ -295,20 +295,24 @@ def _runs() -> list[tuple[str, str, Operation]]:
     ]
 
 
-def _cancellations() -> list[tuple[str, str, Operation]]:
-    one = "/v1/cancellations/{cancellation_id}"
-    bad_id = _error("The cancellation id is not a ULID")
-    not_found = _error("No such cancellation")
-    page = [
+def _job_page(job: str) -> list[dict[str, Any]]:
+    """The query parameters of a list of jobs paged by id (rest.parse_job_page)."""
+    return [
         _query(
             "limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "Page size"
         ),
         _query(
             "cursor",
             {"type": "string"},
-            "metadata.next_cursor of the previous page (the id of its last cancellation)",
+            f"metadata.next_cursor of the previous page (the id of its last {job})",
         ),
     ]
+
+
+def _cancellations() -> list[tuple[str, str, Operation]]:
+    one = "/v1/cancellations/{cancellation_id}"
+    bad_id = _error("The cancellation id is not a ULID")
+    not_found = _error("No such cancellation")
     return [
         (
             "/v1/cancellations",
@@ -338,7 +342,7 @@ def _cancellations() -> list[tuple[str, str, Operation]]:
                     "200": _data(_list_of("Cancellation"), "A page of cancellations"),
                     "400": _error("limit or cursor is invalid"),
                 },
-                parameters=page,
+                parameters=_job_page("cancellation"),
             ),
         ),
         (
@@ -419,8 +423,12 @@ def _replays() -> list[tuple[str, str, Operation]]:
             _operation(
                 "/v1/replays",
                 "Replays",
-                "The bulk replays",
-                {"200": _data(_list_of("ReplayJob"), "Every bulk replay")},
+                "The bulk replays, newest first",
+                {
+                    "200": _data(_list_of("ReplayJob"), "A page of bulk replays"),
+                    "400": _error("limit or cursor is invalid"),
+                },
+                parameters=_job_page("replay"),
             ),
         ),
         (

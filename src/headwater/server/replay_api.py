@@ -1,6 +1,7 @@
 """REST v1 for replays: replay one run (`POST /v1/runs/{id}/replay`), bulk replays as jobs
-(`POST /v1/replays`, watched with `GET /v1/replays/{id}`, stopped with DELETE or `.../cancel`).
-The logic is the engine's (engine/replay.py); this module only speaks HTTP."""
+(`POST /v1/replays`, listed newest first by `GET /v1/replays` in keyset pages (`limit`, `cursor`,
+as bulk cancellations), watched with `GET /v1/replays/{id}`, stopped with DELETE or
+`.../cancel`). The logic is the engine's (engine/replay.py); this module only speaks HTTP."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from headwater.engine.replay import Replays
 from headwater.errors import ReplayError
 from headwater.protocol.ids import is_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
-from headwater.server.rest import parse_rfc3339
+from headwater.server.rest import parse_job_page, parse_rfc3339
 from headwater.server.runs_api import run_json
 from headwater.store.queries import ReplayJob
 from headwater.store.runs import RunStatus
@@ -137,9 +138,14 @@ def replay_routes(replays: Replays) -> list[Route]:
             return api_error(404, "Replay not found", "not_found")
         return api_data(replay_job_json(job))
 
-    async def list_jobs(_: Request) -> Response:
-        jobs = await replays.store.list_replay_jobs()
-        return api_data([replay_job_json(job) for job in jobs])
+    async def list_jobs(request: Request) -> Response:
+        try:
+            limit, cursor = parse_job_page(request, "replay")
+        except ValueError as exc:
+            return replay_error(ReplayError(str(exc), "invalid_request"))
+        jobs = await replays.store.list_replay_jobs(limit, cursor)
+        next_cursor = jobs[-1].job_id if len(jobs) == limit else None
+        return api_data([replay_job_json(job) for job in jobs], next_cursor=next_cursor)
 
     async def stop_job(request: Request) -> Response:
         given = request.path_params["job_id"]

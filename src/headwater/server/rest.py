@@ -50,6 +50,22 @@ def parse_rfc3339(value: str, name: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def parse_job_page(request: Request, job: str) -> tuple[int, str | None]:
+    """The `limit` and `cursor` of a list of jobs paged by id, newest first (bulk cancellations,
+    bulk replays): the page size and the id to list before. ValueError naming the parameter that is
+    wrong; `job` is what a job is called in it ("cancellation")."""
+    limit_text = request.query_params.get("limit")
+    limit = DEFAULT_PAGE
+    if limit_text is not None:
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE}")
+        limit = int(limit_text)
+    cursor = request.query_params.get("cursor") or None
+    if cursor is not None and not is_ulid(cursor):
+        raise ValueError(f"cursor must be the next_cursor of a previous page (a {job} id)")
+    return limit, cursor.upper() if cursor else None
+
+
 def _parse_time(params: Any, name: str) -> int | None:
     value = params.get(name)
     if value is None or value == "":

@@ -163,10 +163,14 @@ class PostgresQueryVerbs:
         )
         return replay_job_from_row(rows[0]) if rows else None
 
-    async def list_replay_jobs(self: _Plumbing, limit: int = 50) -> list[ReplayJob]:
+    async def list_replay_jobs(
+        self: _Plumbing, limit: int = 50, before_id: str | None = None
+    ) -> list[ReplayJob]:
+        where = " WHERE job_id < %s" if before_id is not None else ""
+        params: tuple[object, ...] = (before_id, limit) if before_id is not None else (limit,)
         rows = await self._fetch(
-            f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs ORDER BY job_id DESC LIMIT %s",
-            (limit,),
+            f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs{where} ORDER BY job_id DESC LIMIT %s",
+            params,
         )
         return [replay_job_from_row(row) for row in rows]
 

@@ -218,8 +218,10 @@ class QueryVerbs(Protocol):
 
     async def get_replay_job(self, job_id: str) -> ReplayJob | None: ...
 
-    async def list_replay_jobs(self, limit: int = 50) -> list[ReplayJob]:
-        """The latest jobs, newest first."""
+    async def list_replay_jobs(
+        self, limit: int = 50, before_id: str | None = None
+    ) -> list[ReplayJob]:
+        """A page of jobs, newest first (by id, a ULID); `before_id`: the previous page's last."""
 
     async def claim_replay_job(
         self, job_id: str, owner: str, now: Millis, lease_until: Millis

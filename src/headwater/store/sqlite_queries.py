@@ -177,11 +177,16 @@ class SQLiteQueryVerbs:
 
         return await self._read(select)
 
-    async def list_replay_jobs(self: _Plumbing, limit: int = 50) -> list[ReplayJob]:
+    async def list_replay_jobs(
+        self: _Plumbing, limit: int = 50, before_id: str | None = None
+    ) -> list[ReplayJob]:
+        where = " WHERE job_id < ?" if before_id is not None else ""
+        params: tuple[object, ...] = (before_id, limit) if before_id is not None else (limit,)
+
         def select(connection: sqlite3.Connection) -> list[ReplayJob]:
             rows = connection.execute(
-                f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs ORDER BY job_id DESC LIMIT ?",
-                (limit,),
+                f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs{where} ORDER BY job_id DESC LIMIT ?",
+                params,
             )
             return [replay_job_from_row(row) for row in rows]
 

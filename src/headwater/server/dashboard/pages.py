@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode
 
+import anyio
 import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sse_starlette.sse import EventSourceResponse
@@ -51,6 +52,9 @@ from headwater.store.queries import Cursor, EventPage, RunQuery
 from headwater.store.runs import RunRecord, RunStatus
 
 PAGE: Final = 30
+#: How long a live stream may take to end once the server shuts down (it is at most rendering a
+#: row) before it is cancelled.
+LIVE_SHUTDOWN_GRACE_S: Final = 2.0
 #: Config keys that are flow control (shown apart on a function's page).
 FLOW_CONTROL_KEYS: Final = (
     "concurrency",
@@ -258,8 +262,12 @@ def dashboard_routes(
         name = page.request.query_params.get("name") or None
         template = env.get_template("_event_row.html")
 
+        # Set by sse-starlette once the server starts shutting down: the stream then ends like a
+        # finished response (cancelled instead, it would be cut off mid-response, which uvicorn
+        # logs as an error and the browser sees as a broken connection).
+        stop = anyio.Event()
         shared = store.apps_shared_between_processes  # several processes store events
-        source = poll_events(store, name) if shared else feed.subscribe()
+        source = poll_events(store, name, stop) if shared else feed.subscribe(stop)
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             async for record in source:
@@ -272,7 +280,9 @@ def dashboard_routes(
                 html = template.render(row={"event": event, "runs": runs}, fresh=True)
                 yield {"event": "event", "data": html.replace("\n", " ")}
 
-        return EventSourceResponse(stream(), ping=15)
+        return EventSourceResponse(
+            stream(), ping=15, shutdown_event=stop, shutdown_grace_period=LIVE_SHUTDOWN_GRACE_S
+        )
 
     async def event_detail(page: Page) -> Response:
         internal_id = page.request.path_params["internal_id"].upper()
@@ -470,11 +480,16 @@ def dashboard_routes(
     # -- replays -------------------------------------------------------------------------------
 
     async def replays(page: Page) -> Response:
+        cursor = page.request.query_params.get("cursor") or None
+        if cursor is not None and not is_ulid(cursor):
+            raise BadInput("cursor must be the id of a replay (a ULID)")
+        jobs = await store.list_replay_jobs(PAGE, cursor.upper() if cursor else None)
         now = now_ms()
         return render(
             page,
             "replays.html",
-            jobs=await store.list_replay_jobs(),
+            jobs=jobs,
+            next_cursor=jobs[-1].job_id if len(jobs) == PAGE else None,
             functions=sorted(f.slug for f in engine.registry),
             default_from=form_time(now - STATS_WINDOW_MS),
             default_to=form_time(now + 60_000),
