@@ -4,6 +4,7 @@ through the REST API, one at a time and in bulk, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,6 +304,7 @@ def test_a_bulk_replay_left_running_resumes_when_a_server_starts(tmp_path: Path)
         return Dash(server.start(), trace)
 
     # Given a failed run, and then a bulk replay of it stored as Running by a server that stopped
+    # (and 101 newer jobs that ended)
     first = start()
     try:
         event_id = first.send({"name": "dash/order.placed", "data": {"order": "R1", "fail": True}})
@@ -329,6 +331,11 @@ def test_a_bulk_replay_left_running_resumes_when_a_server_starts(tmp_path: Path)
         await store.open()
         try:
             await store.create_replay_job(job)
+            # More jobs than a page of the list, newer and ended: the running one is still found
+            for _ in range(101):
+                ended = dataclasses.replace(job, job_id=new_ulid())
+                await store.create_replay_job(ended)
+                await store.end_replay_job(ended.job_id, ReplayJobState.COMPLETED, now)
         finally:
             await store.close()
 

@@ -209,6 +209,22 @@ async def test_replay_jobs_list_in_keyset_pages(store: Store) -> None:
     assert seen == sorted((job.job_id for job in jobs), reverse=True)
 
 
+async def test_running_replay_jobs_are_found_however_many_newer_ones_ended(store: Store) -> None:
+    # Given a running job, then more newer jobs than a page, ended, and one newer running job
+    oldest = _job()
+    await store.create_replay_job(oldest)
+    for _ in range(101):
+        ended = _job()
+        await store.create_replay_job(ended)
+        await store.end_replay_job(ended.job_id, ReplayJobState.COMPLETED, T0)
+    newest = _job()
+    await store.create_replay_job(newest)
+    # Then both running jobs are found, oldest first, and only they
+    running = await store.running_replay_jobs()
+    assert [job.job_id for job in running] == [oldest.job_id, newest.job_id]
+    assert [job.job_id for job in await store.running_replay_jobs(limit=1)] == [oldest.job_id]
+
+
 async def test_list_events_received_pages_newest_received_first_in_a_window(store: Store) -> None:
     # Given events received over time, two in the same millisecond, one a system event
     events = [make_event("app/a", received_at=T0 + i) for i in range(5)]

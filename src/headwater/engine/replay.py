@@ -183,8 +183,7 @@ class Replays(LeasedJobs[ReplayJob]):
         return await self.store.claim_replay_job(job_id, self.owner, now, lease_until)
 
     async def running_jobs(self) -> list[ReplayJob]:
-        jobs = await self.store.list_replay_jobs(limit=100)
-        return [job for job in jobs if job.state is ReplayJobState.RUNNING]
+        return await self.store.running_replay_jobs()
 
     async def run_job(self, job: ReplayJob) -> None:
         cursor, replayed = job.cursor, job.replayed

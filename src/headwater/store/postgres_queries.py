@@ -174,6 +174,14 @@ class PostgresQueryVerbs:
         )
         return [replay_job_from_row(row) for row in rows]
 
+    async def running_replay_jobs(self: _Plumbing, limit: int = 100) -> list[ReplayJob]:
+        rows = await self._fetch(
+            f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE state = %s"
+            " ORDER BY job_id LIMIT %s",
+            (_RUNNING, limit),
+        )
+        return [replay_job_from_row(row) for row in rows]
+
     async def claim_replay_job(
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:

@@ -223,6 +223,10 @@ class QueryVerbs(Protocol):
     ) -> list[ReplayJob]:
         """A page of jobs, newest first (by id, a ULID); `before_id`: the previous page's last."""
 
+    async def running_replay_jobs(self, limit: int = 100) -> list[ReplayJob]:
+        """Jobs still running (held by a live process or not), oldest first: what a process
+        resumes, however many newer jobs have ended since."""
+
     async def claim_replay_job(
         self, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:

@@ -192,6 +192,17 @@ class SQLiteQueryVerbs:
 
         return await self._read(select)
 
+    async def running_replay_jobs(self: _Plumbing, limit: int = 100) -> list[ReplayJob]:
+        def select(connection: sqlite3.Connection) -> list[ReplayJob]:
+            rows = connection.execute(
+                f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE state = ?"
+                " ORDER BY job_id LIMIT ?",
+                (_RUNNING, limit),
+            )
+            return [replay_job_from_row(row) for row in rows]
+
+        return await self._read(select)
+
     async def claim_replay_job(
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
