@@ -1,8 +1,8 @@
 """One set of scenarios for every app that serves functions over HTTP (issue 4, part 7).
 
 An app written with the official TypeScript SDK, the official Python SDK or our own `hw.serve()`
-defines the same five functions under its own app id (the tests' apps live next to the modules
-that start them):
+defines the same functions under its own app id (the tests' apps live next to the modules that
+start them):
 
 - `child`    (app/child):    returns `{"child_got": event.data.n}`;
 - `steps`    (app/steps):    step.run "a" → sleep 1 s → waitForEvent app/approved with
@@ -11,6 +11,12 @@ that start them):
 - `flaky`    (app/flaky):    retries=1, step "boom" fails on attempt 0 and returns "recovered";
 - `fatal`    (app/fatal):    raises NonRetriableError("do not retry me");
 - `parallel` (app/parallel): steps "p1" and "p2" in parallel → `["one", "two"]`;
+- `rendezvous` (app/rendezvous): retries=0, steps "r1" and "r2" in parallel, each of which
+                             waits (up to 15 s) until the other has traced its start, else fails
+                             → `["r1", "r2"]`: it completes only if the server runs them at once;
+- `one-fails` (app/one-fails): retries=1, steps "boom" and "ok" in parallel; on attempt 0 "boom"
+                             waits (up to 15 s) until "ok" has traced, then fails; on attempt 1
+                             it returns "recovered" → `["recovered", "ok"]`;
 - `big`      (app/big):      step "x" returns `"x" * event.data.size`, step "y" its length →
                              `{"x": len(x), "y": y, "pad": len(event.data.pad)}`;
 - `limited`  (app/limited):  `concurrency` 1 per `event.data.token` (declared the SDK's way);
@@ -43,7 +49,17 @@ import httpx
 
 from tests.harness import EVENT_KEY, SIGNING_KEY, RunningServer, free_port
 
-FUNCTIONS = ("child", "steps", "flaky", "fatal", "parallel", "big", "limited")
+FUNCTIONS = (
+    "child",
+    "steps",
+    "flaky",
+    "fatal",
+    "parallel",
+    "rendezvous",
+    "one-fails",
+    "big",
+    "limited",
+)
 #: Calls bigger than this leave the run's state for the SDK to fetch (`use_api`).
 CALL_STATE_LIMIT_BYTES = 16_384
 ENDED = {"Completed", "Failed", "Cancelled"}
@@ -278,6 +294,31 @@ class ServedAppScenarios:
         assert run["output"] == ["one", "two"]
         lines = served.executions("parallel:", mark)
         assert sorted(lines) == [f"parallel:p1:0:{mark}", f"parallel:p2:0:{mark}"]
+
+    def test_parallel_steps_run_at_the_same_time(self, served: ServedApp) -> None:
+        # Each step waits for the other to have started: run one after the other, the first
+        # would give up after 15 s and fail the run (no retries).
+        mark = token()
+        run = served.run_of(served.send("app/rendezvous", {"token": mark}), timeout=60)
+        assert run["status"] == "Completed", run
+        assert run["output"] == ["r1", "r2"]
+        lines = served.executions("rendezvous:", mark)
+        assert sorted(lines) == [f"rendezvous:r1:0:{mark}", f"rendezvous:r2:0:{mark}"]
+
+    def test_a_parallel_step_that_ran_is_kept_when_its_sibling_fails(
+        self, served: ServedApp
+    ) -> None:
+        # "boom" fails only once "ok" has run beside it: "ok"'s result must be recorded from that
+        # same attempt, so the retry runs "boom" alone.
+        mark = token()
+        run = served.run_of(served.send("app/one-fails", {"token": mark}), timeout=60)
+        assert run["status"] == "Completed", run
+        assert run["output"] == ["recovered", "ok"]
+        assert served.executions("one-fails:boom:", mark) == [
+            f"one-fails:boom:0:{mark}",
+            f"one-fails:boom:1:{mark}",
+        ]
+        assert served.executions("one-fails:ok:", mark) == [f"one-fails:ok:0:{mark}"]
 
     def test_a_large_state_is_fetched_by_the_sdk(self, served: ServedApp) -> None:
         mark = token()

@@ -29,6 +29,7 @@ PY_APP = """\
 import asyncio
 import datetime
 import os
+import time
 
 import fastapi
 import inngest
@@ -41,6 +42,17 @@ client = inngest.Inngest(app_id=os.environ.get("APP_ID", "hw-e2e-py"))
 def trace(line):
     with open(os.environ["TRACE"], "a") as out:
         out.write(line + "\\n")
+
+
+async def traced(prefix, token):
+    # Whether a line "<prefix>...:<token>" is in $TRACE within 15 s (a parallel sibling started).
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with open(os.environ["TRACE"]) as lines:
+            if any(line.rstrip().endswith(f":{token}") for line in lines if line.startswith(prefix)):
+                return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 @client.create_function(fn_id="child", trigger=inngest.TriggerEvent(event="app/child"))
@@ -113,6 +125,55 @@ async def parallel(ctx):
     )
 
 
+@client.create_function(
+    fn_id="rendezvous", retries=0, trigger=inngest.TriggerEvent(event="app/rendezvous")
+)
+async def rendezvous(ctx):
+    token = ctx.event.data["token"]
+
+    def meet(me, other):
+        async def body():
+            trace(f"rendezvous:{me}:{ctx.attempt}:{token}")
+            if not await traced(f"rendezvous:{other}:", token):
+                raise RuntimeError(f"step {other} did not run alongside step {me}")
+            return me
+
+        return body
+
+    return list(
+        await ctx.group.parallel(
+            (
+                lambda: ctx.step.run("r1", meet("r1", "r2")),
+                lambda: ctx.step.run("r2", meet("r2", "r1")),
+            )
+        )
+    )
+
+
+@client.create_function(
+    fn_id="one-fails", retries=1, trigger=inngest.TriggerEvent(event="app/one-fails")
+)
+async def one_fails(ctx):
+    token = ctx.event.data["token"]
+
+    async def boom():
+        trace(f"one-fails:boom:{ctx.attempt}:{token}")
+        if ctx.attempt == 0:
+            await traced("one-fails:ok:", token)
+            raise ValueError("boom on attempt 0, once ok has run")
+        return "recovered"
+
+    async def ok():
+        trace(f"one-fails:ok:{ctx.attempt}:{token}")
+        return "ok"
+
+    return list(
+        await ctx.group.parallel(
+            (lambda: ctx.step.run("boom", boom), lambda: ctx.step.run("ok", ok))
+        )
+    )
+
+
 @client.create_function(fn_id="big", trigger=inngest.TriggerEvent(event="app/big"))
 async def big(ctx):
     token = ctx.event.data["token"]
@@ -147,7 +208,7 @@ async def limited(ctx):
     return await ctx.step.run("work", work)
 
 
-inngest.fast_api.serve(app, client, [child, steps, flaky, fatal, parallel, big, limited])
+inngest.fast_api.serve(app, client, [child, steps, flaky, fatal, parallel, rendezvous, one_fails, big, limited])
 """
 
 

@@ -29,12 +29,22 @@ APP_ID = "hw-e2e-ts"
 
 TS_APP = """\
 import http from "node:http";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import { Inngest, NonRetriableError } from "inngest";
 import { serve } from "inngest/node";
 
 const inngest = new Inngest({ id: "hw-e2e-ts" });
 const trace = (line) => appendFileSync(process.env.TRACE, line + "\\n");
+// Whether a line "<prefix>...:<token>" is in TRACE within 15 s (a parallel sibling started).
+const traced = async (prefix, token) => {
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline) {
+    const lines = readFileSync(process.env.TRACE, "utf8").split("\\n");
+    if (lines.some((line) => line.startsWith(prefix) && line.endsWith(`:${token}`))) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return false;
+};
 
 const child = inngest.createFunction(
   { id: "child", triggers: [{ event: "app/child" }] },
@@ -93,6 +103,39 @@ const parallel = inngest.createFunction(
   },
 );
 
+const rendezvous = inngest.createFunction(
+  { id: "rendezvous", retries: 0, triggers: [{ event: "app/rendezvous" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    const meet = (me, other) => async () => {
+      trace(`rendezvous:${me}:${attempt}:${token}`);
+      if (!(await traced(`rendezvous:${other}:`, token))) {
+        throw new Error(`step ${other} did not run alongside step ${me}`);
+      }
+      return me;
+    };
+    return Promise.all([step.run("r1", meet("r1", "r2")), step.run("r2", meet("r2", "r1"))]);
+  },
+);
+
+const oneFails = inngest.createFunction(
+  { id: "one-fails", retries: 1, triggers: [{ event: "app/one-fails" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    return Promise.all([
+      step.run("boom", async () => {
+        trace(`one-fails:boom:${attempt}:${token}`);
+        if (attempt === 0) {
+          await traced("one-fails:ok:", token);
+          throw new Error("boom on attempt 0, once ok has run");
+        }
+        return "recovered";
+      }),
+      step.run("ok", () => { trace(`one-fails:ok:${attempt}:${token}`); return "ok"; }),
+    ]);
+  },
+);
+
 const big = inngest.createFunction(
   { id: "big", triggers: [{ event: "app/big" }] },
   async ({ event, step, attempt }) => {
@@ -122,7 +165,7 @@ const limited = inngest.createFunction(
   },
 );
 
-const functions = [child, steps, flaky, fatal, parallel, big, limited];
+const functions = [child, steps, flaky, fatal, parallel, rendezvous, oneFails, big, limited];
 const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT), "127.0.0.1");
 """

@@ -5,10 +5,12 @@ replayed call by call through a mock transport."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,6 +20,7 @@ import orjson
 import pytest
 
 from headwater.engine.drivers.http import (
+    MAX_PLANNED_CALLS_IN_FLIGHT,
     HttpDriver,
     UseApi,
     call_url,
@@ -27,6 +30,7 @@ from headwater.engine.drivers.http import (
     retry_at_from,
     signature,
 )
+from headwater.errors import StepLimitError
 from headwater.protocol.steps import CallContext, CallRequest, Opcode, StepOp
 from headwater.sdk.functions import EventTrigger, define_function
 
@@ -180,7 +184,7 @@ def test_call_url_sets_fn_and_step_ids() -> None:
 
 
 @pytest.mark.parametrize("sdk", SDKS)
-async def test_parallel_steps_are_run_one_by_one_then_discovered(sdk: str) -> None:
+async def test_recorded_parallel_steps_are_run_by_targeted_calls_then_discovered(sdk: str) -> None:
     """Replay the recorded `parallel` run: the first reply plans two steps; the driver runs each
     with a targeted call, checkpoints its result through the engine's callback, and asks for
     what comes next with the steps memoized: the function returns."""
@@ -226,7 +230,7 @@ async def test_parallel_steps_are_run_one_by_one_then_discovered(sdk: str) -> No
         checkpointed[1].id,
         "step",
     ]
-    # The last discovery call carries both results, in completion order, and ForceStepPlan.
+    # The last discovery call carries both results, in the reply's order, and ForceStepPlan.
     final = sent[-1][1]
     assert final["steps"] == {op.id: {"data": op.data} for op in checkpointed}
     assert final["ctx"]["stack"] == {"stack": [op.id for op in checkpointed], "current": 2}
@@ -235,6 +239,174 @@ async def test_parallel_steps_are_run_one_by_one_then_discovered(sdk: str) -> No
 
 def _fields(function: Any) -> dict[str, Any]:
     return {name: getattr(function, name) for name in function.__slots__}
+
+
+# -- planned steps: concurrent targeted calls ----------------------------------------------------
+
+SDK_HEADERS = {"X-Inngest-SDK": "js:v4.0.0"}
+Targeted = Callable[[str, dict[str, Any]], Awaitable[httpx.Response]]
+
+
+def ops_reply(*ops: dict[str, Any], status: int = 206) -> httpx.Response:
+    return httpx.Response(status, headers=SDK_HEADERS, content=orjson.dumps(list(ops)))
+
+
+def planned(step_id: str) -> dict[str, Any]:
+    return {"op": "StepPlanned", "id": step_id, "name": step_id, "opts": {"type": "step.run"}}
+
+
+def ran(step_id: str, data: Any) -> dict[str, Any]:
+    return {"op": "StepRun", "id": step_id, "name": step_id, "data": data}
+
+
+async def call_planned(
+    first_ops: list[dict[str, Any]],
+    targeted: Targeted,
+    checkpoint: Callable[[StepOp], Awaitable[None]],
+    recorded: dict[str, Any] | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """A run whose discovery call plans `first_ops`: each targeted call is answered by
+    `targeted(step_id, body)`, the next discovery call by the function's end. Returns what
+    `HttpDriver.call` returned and the bodies of the targeted calls."""
+    bodies: list[dict[str, Any]] = []
+    discoveries = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal discoveries
+        step_id = parse_qs(urlsplit(str(request.url)).query)["stepId"][0]
+        body = orjson.loads(request.content)
+        if step_id != "step":
+            bodies.append(body)
+            return await targeted(step_id, body)
+        discoveries += 1
+        if discoveries == 1:
+            return ops_reply(*first_ops)
+        return httpx.Response(200, headers=SDK_HEADERS, content=orjson.dumps(sorted(body["steps"])))
+
+    steps = recorded or {}
+    event = {"name": "a/b", "data": {}, "id": "01H", "ts": 5}
+    request = CallRequest("app-f", event, [event], steps, CallContext("run", 0, 5, list(steps)))
+    function = define_function("app", lambda ctx: None, id="f", triggers=[EventTrigger("a/b")])
+    function = type(function)(**{**_fields(function), "url": "http://app/api/inngest"})
+    driver = HttpDriver(client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    try:
+        return await driver.call(function, request, checkpoint), bodies
+    finally:
+        await driver.aclose()
+
+
+async def test_planned_steps_run_concurrently_and_are_checkpointed_in_the_replys_order() -> None:
+    # Given a reply planning a and c, with b already run between them
+    arrived: set[str] = set()
+    everyone = asyncio.Event()
+
+    async def targeted(step_id: str, body: dict[str, Any]) -> httpx.Response:
+        arrived.add(step_id)
+        if arrived == {"a", "c"}:
+            everyone.set()
+        # Each call answers only once both are in flight: one after the other would time out.
+        await asyncio.wait_for(everyone.wait(), 5)
+        if step_id == "a":
+            await asyncio.sleep(0.05)  # a answers last
+        return ops_reply(ran(step_id, step_id.upper()))
+
+    checkpointed: list[StepOp] = []
+
+    async def checkpoint(op: StepOp) -> None:
+        checkpointed.append(op)
+
+    # When the driver runs the planned steps
+    response, bodies = await call_planned(
+        [planned("a"), ran("b", "B"), planned("c")], targeted, checkpoint, {"h0": {"data": 0}}
+    )
+    # Then both ran at once, were recorded in the reply's order, and the function went on
+    assert response.done and response.output == ["a", "b", "c", "h0"]
+    assert [(op.id, op.data) for op in checkpointed] == [("a", "A"), ("b", "B"), ("c", "C")]
+    # Each targeted call carried the state from before the reply, and ForceStepPlan.
+    for body in bodies:
+        assert body["steps"] == {"h0": {"data": 0}}
+        assert body["ctx"]["stack"] == {"stack": ["h0"], "current": 1}
+        assert body["ctx"]["disable_immediate_execution"] is True
+
+
+async def test_planned_calls_in_flight_are_bounded() -> None:
+    in_flight = most = 0
+
+    async def targeted(step_id: str, body: dict[str, Any]) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return ops_reply(ran(step_id, int(step_id)))
+
+    checkpointed: list[StepOp] = []
+
+    async def checkpoint(op: StepOp) -> None:
+        checkpointed.append(op)
+
+    ids = [str(n) for n in range(3 * MAX_PLANNED_CALLS_IN_FLIGHT)]
+    response, bodies = await call_planned([planned(i) for i in ids], targeted, checkpoint)
+    assert response.done and len(bodies) == len(ids)
+    assert most == MAX_PLANNED_CALLS_IN_FLIGHT
+    assert [op.id for op in checkpointed] == ids
+
+
+async def test_siblings_that_ran_are_checkpointed_before_the_first_failure_is_returned() -> None:
+    # Given four planned steps: a fails (StepError), b's call fails (HTTP 500), c and d run
+    error = {"name": "Error", "message": "a failed", "stack": ""}
+
+    async def targeted(step_id: str, body: dict[str, Any]) -> httpx.Response:
+        if step_id == "a":
+            await asyncio.sleep(0.05)  # the failure answers last: it is still the one returned
+            return ops_reply({"op": "StepError", "id": "a", "name": "a", "error": error})
+        if step_id == "b":
+            return httpx.Response(500, headers=SDK_HEADERS, content=b'{"message": "b broke"}')
+        return ops_reply(ran(step_id, step_id.upper()))
+
+    checkpointed: list[StepOp] = []
+
+    async def checkpoint(op: StepOp) -> None:
+        checkpointed.append(op)
+
+    response, _ = await call_planned([planned(i) for i in "abcd"], targeted, checkpoint)
+    # Then c and d are recorded (never to run again), and a's StepError goes to the engine
+    assert [(op.id, op.data) for op in checkpointed] == [("c", "C"), ("d", "D")]
+    assert not response.done and response.error is None
+    [op] = response.ops
+    assert op.op is Opcode.STEP_ERROR and op.id == "a" and op.error == error
+
+
+async def test_a_call_that_raises_propagates_after_its_siblings_are_checkpointed() -> None:
+    async def targeted(step_id: str, body: dict[str, Any]) -> httpx.Response:
+        if step_id == "a":
+            raise RuntimeError("the transport broke")
+        return ops_reply(ran(step_id, step_id.upper()))
+
+    checkpointed: list[StepOp] = []
+
+    async def checkpoint(op: StepOp) -> None:
+        checkpointed.append(op)
+
+    with pytest.raises(RuntimeError, match="the transport broke"):
+        await call_planned([planned("a"), planned("b")], targeted, checkpoint)
+    assert [op.id for op in checkpointed] == ["b"]
+
+
+async def test_a_checkpoint_that_raises_propagates() -> None:
+    async def targeted(step_id: str, body: dict[str, Any]) -> httpx.Response:
+        return ops_reply(ran(step_id, step_id.upper()))
+
+    checkpointed: list[StepOp] = []
+
+    async def checkpoint(op: StepOp) -> None:
+        if len(checkpointed) == 1:
+            raise StepLimitError("the run has more than 1 steps")
+        checkpointed.append(op)
+
+    with pytest.raises(StepLimitError):
+        await call_planned([planned("a"), planned("b"), planned("c")], targeted, checkpoint)
+    assert [op.id for op in checkpointed] == ["a"]
 
 
 def test_use_api_leaves_out_the_steps_then_the_events() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,24 @@ from headwater.sdk.context import Context
 hw = Headwater(app_id="hw-e2e-ours")
 
 
+#: How long a step waits for a parallel sibling to have started (tests/served_apps.py).
+SIBLING_WAIT_S = 15.0
+
+
 def trace(line: str) -> None:
     with Path(os.environ["TRACE"]).open("a") as out:
         out.write(line + "\n")
+
+
+async def traced(prefix: str, token: str) -> bool:
+    """Whether a line `<prefix>...:<token>` is in $TRACE within SIBLING_WAIT_S."""
+    deadline = time.monotonic() + SIBLING_WAIT_S
+    while time.monotonic() < deadline:
+        lines = (await asyncio.to_thread(Path(os.environ["TRACE"]).read_text)).splitlines()
+        if any(line.startswith(prefix) and line.endswith(f":{token}") for line in lines):
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 @hw.function(id="child", trigger=hw.on_event("app/child"))
@@ -83,6 +99,41 @@ async def parallel(ctx: Context) -> list[Any]:
         return "two"
 
     return list(await asyncio.gather(ctx.step.run("p1", one), ctx.step.run("p2", two)))
+
+
+@hw.function(id="rendezvous", trigger=hw.on_event("app/rendezvous"), retries=0)
+async def rendezvous(ctx: Context) -> list[Any]:
+    token = ctx.event.data["token"]
+
+    async def meet(me: str, other: str) -> str:
+        trace(f"rendezvous:{me}:{ctx.attempt}:{token}")
+        if not await traced(f"rendezvous:{other}:", token):
+            raise RuntimeError(f"step {other} did not run alongside step {me}")
+        return me
+
+    return list(
+        await asyncio.gather(
+            ctx.step.run("r1", meet, "r1", "r2"), ctx.step.run("r2", meet, "r2", "r1")
+        )
+    )
+
+
+@hw.function(id="one-fails", trigger=hw.on_event("app/one-fails"), retries=1)
+async def one_fails(ctx: Context) -> list[Any]:
+    token = ctx.event.data["token"]
+
+    async def boom() -> str:
+        trace(f"one-fails:boom:{ctx.attempt}:{token}")
+        if ctx.attempt == 0:
+            await traced("one-fails:ok:", token)
+            raise ValueError("boom on attempt 0, once ok has run")
+        return "recovered"
+
+    def ok() -> str:
+        trace(f"one-fails:ok:{ctx.attempt}:{token}")
+        return "ok"
+
+    return list(await asyncio.gather(ctx.step.run("boom", boom), ctx.step.run("ok", ok)))
 
 
 @hw.function(id="big", trigger=hw.on_event("app/big"))

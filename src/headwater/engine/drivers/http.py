@@ -5,14 +5,22 @@ this module turns one into the wire request (canonical JSON, signed when the ser
 key) and the SDK's reply back into the other. The engine stays the one place that records steps:
 results reach the store only through the engine's `checkpoint` callback or the returned ops.
 
-Planned steps (PROTOCOL §3.8) are executed here, one at a time: when a reply lists `StepPlanned`
-ops (parallel steps, or a step the SDK would not run at once), each is run by its own targeted call
-(`stepId=<hashed id>`), its `StepRun` result checkpointed through the engine, and then a discovery
-call (`stepId=step`) asks for what comes next. While a reply had several ops, calls carry
-`disable_immediate_execution` (Inngest's ForceStepPlan). Steps run sequentially, not in parallel:
-the results and the order the SDK sees are the same, only slower for long parallel steps. A plain
-`StepRun` reply (a step run at once) is checkpointed the same way and the function called again
-in the same execution, so a chain of steps costs no queue round trip per step.
+Planned steps (PROTOCOL §3.8) are executed here: when a reply lists `StepPlanned` ops (parallel
+steps, or a step the SDK would not run at once), each is run by its own targeted call
+(`stepId=<hashed id>`), and then a discovery call (`stepId=step`) asks for what comes next. While a
+reply had several ops, calls carry `disable_immediate_execution` (Inngest's ForceStepPlan).
+
+The targeted calls of one reply run concurrently, as Inngest runs planned steps, so parallel steps
+take as long as the slowest, not their sum (at most MAX_PLANNED_CALLS_IN_FLIGHT at once). Each
+carries the state from before the reply (steps, stack, attempt), as in Inngest: a call cannot
+carry a sibling's result that may not exist yet. Once all have answered, their `StepRun`
+results are checkpointed through the engine one by one in the reply's order, so the stack the SDK
+replays is the same whatever order the calls finished in. A step that ran is checkpointed even when
+a sibling failed (a StepError, an HTTP error, a reply without its StepRun): a finished step never
+runs again. Then the first failing reply, in the ops' order, goes back to the engine.
+
+A plain `StepRun` reply (a step run at once) is checkpointed the same way and the function called
+again in the same execution, so a chain of steps costs no queue round trip per step.
 
 In production (a `cloud` server with a signing key) every reply of an SDK must carry a valid
 `X-Inngest-Signature` over its body, as the official SDKs and `hw.serve()` sign them (5-minute
@@ -24,6 +32,7 @@ Never sent: `ctx.fn_id` and `ctx.qi_id`. Their presence switches the TS SDK v4 t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -65,6 +74,11 @@ CLIENT_KEEPALIVE_CONNECTIONS: Final = 8
 #: Calls one execution may make before handing back to the queue (a safety bound on loops of
 #: checkpointed steps; the engine's step limits apply too).
 MAX_CALLS_PER_EXECUTION: Final = 200
+#: Targeted calls of one reply's planned steps in flight at once, per execution. The calls run
+#: concurrently so parallel steps overlap; the bound keeps a `Promise.all` over hundreds of items
+#: from opening as many connections to the app at once (and the app from running them all at
+#: once), while the usual handful of branches still all run together.
+MAX_PLANNED_CALLS_IN_FLIGHT: Final = 8
 #: `Retry-After` is clamped to [now + 1 s, now + 24 h] (PROTOCOL §3.1).
 _RETRY_AFTER_MIN_MS: Final = 1_000
 _RETRY_AFTER_MAX_MS: Final = 86_400_000
@@ -282,6 +296,13 @@ def _parse_stream(headers: Mapping[str, str], body: bytes) -> CallResponse:
     return parse_reply(envelope["status"], merged, orjson.dumps(inner))
 
 
+def _step_run(reply: CallResponse, step_id: str) -> StepOp | None:
+    """The `StepRun` of `step_id` in a targeted call's reply, unless the reply failed or ended."""
+    if reply.error is not None or reply.done:
+        return None
+    return next((op for op in reply.ops if op.op is Opcode.STEP_RUN and op.id == step_id), None)
+
+
 # -- the driver ----------------------------------------------------------------------------------
 
 
@@ -383,30 +404,64 @@ class HttpDriver:
                 return response  # the engine acts on it (a sleep, a wait, an error, the end...)
             # Several ops in one reply: plan the next calls explicitly (ForceStepPlan).
             forced = len(ops) > 1
-            for op in ops:
-                if op.op is Opcode.STEP_PLANNED:
-                    reply = await self._post(
-                        function,
-                        request,
-                        op.id,
-                        steps,
-                        stack,
-                        attempt,
-                        forced=forced,
-                        answered=True,
-                    )
-                    ran = next(
-                        (o for o in reply.ops if o.op is Opcode.STEP_RUN and o.id == op.id), None
-                    )
-                    if ran is None or reply.error is not None or reply.done:
-                        return reply  # a StepError, a sleep inside... the engine decides
+            replies = await self._run_planned(
+                function, request, ops, steps, stack, attempt, forced=forced
+            )
+            failure: CallResponse | Exception | None = None
+            # In the ops' order, one at a time: the engine records each step and checks the
+            # limits in `checkpoint`, and the stack keeps the order of the reply.
+            for op, reply in zip(ops, replies, strict=True):
+                if reply is not None:
+                    ran = None if isinstance(reply, Exception) else _step_run(reply, op.id)
+                    if ran is None:
+                        # A StepError, a sleep inside, an HTTP error...: the engine decides, once
+                        # the siblings that did run are recorded (else they would run again).
+                        failure = reply if failure is None else failure
+                        continue
                     op = ran
-                await checkpoint(op)  # the engine records the step (and checks the limits)
+                await checkpoint(op)
                 steps[op.id] = {"data": op.data}
                 stack.append(op.id)
                 attempt = 0  # attempts count per step: the next one starts afresh
+            if isinstance(failure, Exception):
+                raise failure
+            if failure is not None:
+                return failure
         # Hand back to the queue: the engine calls again at once (an empty op list).
         return CallResponse()
+
+    async def _run_planned(
+        self,
+        function: FunctionDefinition,
+        request: CallRequest,
+        ops: list[StepOp],
+        steps: Mapping[str, JSON],
+        stack: list[str],
+        attempt: int,
+        *,
+        forced: bool,
+    ) -> list[CallResponse | Exception | None]:
+        """The replies of the targeted calls running the planned ones of `ops`, made concurrently
+        (at most MAX_PLANNED_CALLS_IN_FLIGHT at once), in the ops' places: None for an op that is
+        not planned, the exception a call raised in its reply's place (so the siblings' results
+        are still checkpointed before it propagates). `steps` and `stack` are not changed until
+        every call has answered, so each call carries the state from before the reply."""
+        in_flight = asyncio.Semaphore(MAX_PLANNED_CALLS_IN_FLIGHT)
+
+        async def run(step_id: str) -> CallResponse:
+            async with in_flight:
+                return await self._post(
+                    function, request, step_id, steps, stack, attempt, forced=forced, answered=True
+                )
+
+        planned = [i for i, op in enumerate(ops) if op.op is Opcode.STEP_PLANNED]
+        answers = await asyncio.gather(*(run(ops[i].id) for i in planned), return_exceptions=True)
+        replies: list[CallResponse | Exception | None] = [None] * len(ops)
+        for i, answer in zip(planned, answers, strict=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer  # not a failure of the call: the process is stopping
+            replies[i] = answer
+        return replies
 
     async def _post(
         self,
