@@ -186,6 +186,13 @@ def test_a_step_output_over_4_mib_fails_the_run_clearly(shop: Shop) -> None:
     )
 
 
+def test_parallel_steps_cannot_take_a_run_past_its_step_limit(shop: Shop) -> None:
+    (run,) = shop.wait_for_runs(shop.send({"name": "app/too-many", "data": {}}))
+    assert run["status"] == "Failed", run
+    assert run["error"]["name"] == "StepLimitError"
+    assert "more than 1000 steps" in run["error"]["message"]
+
+
 def test_sync_functions_invoke_and_send_events(shop: Shop) -> None:
     (run,) = shop.wait_for_runs(shop.send({"name": "app/sync-chain", "data": {"n": 4}}))
     assert run["status"] == "Completed", run

@@ -135,6 +135,10 @@ class Executor:
             nonlocal checkpoint_count, state_bytes
             memo = orjson.dumps({"data": op.data})
             self._check_limits(recorded + checkpoint_count + 1, len(memo), state_bytes + len(memo))
+            # Counted before the await: parallel steps checkpoint concurrently, and each must see
+            # its siblings, or together they would pass the limits each checked alone.
+            checkpoint_count += 1
+            state_bytes += len(memo)
             now = now_ms()
             await self.store.record_step(
                 StepRecord(
@@ -148,8 +152,6 @@ class Executor:
                     item.attempt + 1,
                 )
             )
-            checkpoint_count += 1
-            state_bytes += len(memo)
 
         heartbeat = asyncio.create_task(self._keep_lease(item))
         try:

@@ -5,6 +5,7 @@ Each step body appends a line to the file named by SHOP_TRACE, so tests count re
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -185,6 +186,13 @@ async def doomed(ctx: Context) -> None:
 @hw.function(id="too-big", trigger=hw.on_event("app/too-big"), retries=0)
 async def too_big(ctx: Context) -> str:
     await ctx.step.run("huge", lambda: "x" * (5 * 1024 * 1024))
+    return "unreachable"
+
+
+@hw.function(id="too-many", trigger=hw.on_event("app/too-many"), retries=0)
+async def too_many(ctx: Context) -> str:
+    # One more parallel step than a run may have (1,000): their checkpoints overlap.
+    await asyncio.gather(*(ctx.step.run(f"s{i}", lambda: 1) for i in range(1_001)))
     return "unreachable"
 
 

@@ -71,8 +71,9 @@ CONNECT_TIMEOUT_S: Final = 10.0
 CLIENT_SHARDS: Final = 8
 CLIENT_MAX_CONNECTIONS: Final = 64
 CLIENT_KEEPALIVE_CONNECTIONS: Final = 8
-#: Calls one execution may make before handing back to the queue (a safety bound on loops of
-#: checkpointed steps; the engine's step limits apply too).
+#: Rounds one execution may make before handing back to the queue: a call asking the app what comes
+#: next, then the targeted calls of the steps it planned (a safety bound on loops of checkpointed
+#: steps; the engine's step limits apply too).
 MAX_CALLS_PER_EXECUTION: Final = 200
 #: Targeted calls of one reply's planned steps in flight at once, per execution. The calls run
 #: concurrently so parallel steps overlap; the bound keeps a `Promise.all` over hundreds of items
