@@ -322,6 +322,14 @@ async def test_planned_steps_run_concurrently_and_are_checkpointed_in_the_replys
     # Then both ran at once, were recorded in the reply's order, and the function went on
     assert response.done and response.output == ["a", "b", "c", "h0"]
     assert [(op.id, op.data) for op in checkpointed] == [("a", "A"), ("b", "B"), ("c", "C")]
+    # Each step is timed by the call that ran it (b by the discovery call that planned a and c):
+    # a and c overlap, and c's end is its own reply's, not a's later one
+    times = {op.id: (op.started_at, op.ended_at) for op in checkpointed}
+    (a_start, a_end), (b_start, b_end), (c_start, c_end) = times["a"], times["b"], times["c"]
+    assert None not in (a_start, a_end, b_start, b_end, c_start, c_end)
+    assert b_end <= a_start and b_end <= c_start  # type: ignore[operator]
+    assert a_start < c_end and c_start < a_end  # type: ignore[operator]
+    assert c_end < a_end  # type: ignore[operator]
     # Each targeted call carried the state from before the reply, and ForceStepPlan.
     for body in bodies:
         assert body["steps"] == {"h0": {"data": 0}}

@@ -148,7 +148,7 @@ class Executor:
                     Opcode.STEP_RUN.value,
                     memo,
                     op.started_at or now,
-                    now,
+                    op.ended_at or now,
                     item.attempt + 1,
                 )
             )
@@ -239,7 +239,7 @@ class Executor:
                     op.op.value,
                     memo,
                     op.started_at or called_at,
-                    now,
+                    op.ended_at or now,
                     attempt + 1,
                 )
             )
@@ -269,7 +269,7 @@ class Executor:
                         Opcode.STEP_FAILED.value,
                         memo,
                         op.started_at or called_at,
-                        now,
+                        op.ended_at or now,
                         attempt + 1,
                     )
                 )

@@ -67,9 +67,12 @@ class StepOp:
     opts: JSONObject | None = None
     data: JSON = None
     error: JSONObject | None = None
-    #: When the step's body began (epoch ms), as our SDK's step core saw it; not on the wire (an
-    #: HTTP reply's steps ran at some time during the call).
+    #: When the step's body began (epoch ms): as our SDK's step core saw it, or, for a step an SDK
+    #: ran over HTTP, when the call that ran it was made. Not on the wire.
     started_at: int | None = None
+    #: When the step's result was known (epoch ms), if earlier than when it is recorded: for a step
+    #: an SDK ran over HTTP, when the reply came (its planned siblings may answer later).
+    ended_at: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {

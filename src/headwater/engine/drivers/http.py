@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
@@ -60,7 +61,7 @@ from headwater.protocol.steps import (
 from headwater.sdk.execution import Checkpoint, EventSender
 from headwater.sdk.functions import FunctionDefinition
 from headwater.sdk.signatures import SignatureError, sign, verify
-from headwater.types import JSON, JSONObject
+from headwater.types import JSON, JSONObject, Millis
 
 log = logging.getLogger("headwater.drivers.http")
 
@@ -297,6 +298,21 @@ def _parse_stream(headers: Mapping[str, str], body: bytes) -> CallResponse:
     return parse_reply(envelope["status"], merged, orjson.dumps(inner))
 
 
+def _timed(response: CallResponse, sent_at: Millis) -> CallResponse:
+    """The reply with its steps' times: each ran while the call was out (the SDK does not say
+    when), so from when it was sent to now, when its reply came."""
+    if not response.ops:
+        return response
+    answered_at = now_ms()
+    ops = [
+        dataclasses.replace(op, started_at=sent_at, ended_at=answered_at)
+        if op.started_at is None
+        else op
+        for op in response.ops
+    ]
+    return dataclasses.replace(response, ops=ops)
+
+
 def _step_run(reply: CallResponse, step_id: str) -> StepOp | None:
     """The `StepRun` of `step_id` in a targeted call's reply, unless the reply failed or ended."""
     if reply.error is not None or reply.done:
@@ -504,6 +520,7 @@ class HttpDriver:
         if self.signing_key:
             headers["X-Inngest-Signature"] = signature(body, self.signing_key)
         url = call_url(function.url, function.slug, step_id)
+        sent_at = now_ms()
         try:
             client = self.client_for(request.ctx.run_id)
             reply = await client.post(url, content=body, headers=headers)
@@ -523,4 +540,4 @@ class HttpDriver:
                 log.warning("the reply of %s is refused: %s", url, exc)
                 problem = str(exc).replace("request", "reply")
                 return CallResponse(error=FunctionError("InvalidSignature", f"{url}: {problem}"))
-        return parse_reply(reply.status_code, reply.headers, reply.content)
+        return _timed(parse_reply(reply.status_code, reply.headers, reply.content), sent_at)
