@@ -357,6 +357,29 @@ def test_start_timeout_is_honoured_while_concurrency_holds_runs_back(flow: Flow)
         assert waited < 1_000 + 500, r
 
 
+def test_a_start_timeout_counts_from_when_the_run_is_due(flow: Flow) -> None:
+    # Given runs meant to start 2 s late (a priority of -2 s, a 2 s debounce, an event dated 2 s
+    # ahead) of functions that must start within 1 s
+    run = tag()
+    ahead = int(time.time() * 1000) + 2_000
+    ids = [
+        flow.send("flow/late-priority", {"seq": f"{run}-p"}),
+        flow.send("flow/late-debounce", {"seq": f"{run}-d"}),
+    ]
+    response = flow.clients[0].post(
+        "/e/k", json={"name": "flow/late-ts", "data": {"seq": f"{run}-t"}, "ts": ahead}
+    )
+    assert response.status_code == 200, response.text
+    ids.append(response.json()["ids"][0])
+    # Then each starts when it is due and completes: the wait it was meant to have is not
+    # counted against its start timeout
+    runs = flow.wait_final(ids, count=3)
+    assert [r["status"] for r in runs] == ["Completed"] * 3, runs
+    for r in runs:
+        detail = flow.http.get(f"/v1/runs/{r['run_id']}").json()["data"]
+        assert _ms(detail["run_started_at"]) - _ms(r["created_at"]) >= 1_500, detail
+
+
 @pytest.mark.postgres
 def test_two_processes_share_concurrency_and_singleton(tmp_path: Path) -> None:
     with fresh_postgres_schema() as url:

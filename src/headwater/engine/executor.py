@@ -305,14 +305,16 @@ class Executor:
     async def _timed_out(
         self, run: RunRecord, item: QueueItem, function: FunctionDefinition
     ) -> bool:
-        """Cancel a run past its start or finish timeout; note its deadline otherwise."""
+        """Cancel a run past its start or finish timeout; note its deadline otherwise. The start
+        timeout counts from when the run was due (the store marks a start claimed after its
+        deadline overdue), so a run meant to start later is not cancelled for waiting."""
         timeouts = function.timeouts
         if timeouts is None or run.started_at is None:
             return False
         now = now_ms()
         reason = None
         start_ms, finish_ms = timeouts.start_ms, timeouts.finish_ms
-        if start_ms is not None and run.started_at - run.created_at > start_ms:
+        if start_ms is not None and item.overdue:
             reason = f"not started within its start timeout ({start_ms} ms)"
         elif finish_ms is not None and now >= run.started_at + finish_ms:
             reason = f"not finished within its finish timeout ({finish_ms} ms)"

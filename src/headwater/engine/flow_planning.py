@@ -61,10 +61,13 @@ def plan_flow(definition: FunctionDefinition, event: JSONObject, now: Millis) ->
     options = definition.flow
     timeouts = definition.timeouts
     start_ms = timeouts.start_ms if timeouts is not None else None
+    # A start timeout counts from when the run is due: an event dated ahead is due at its `ts`.
+    ts = event.get("ts")
+    due = max(now, ts) if isinstance(ts, int) and not isinstance(ts, bool) else now
     if options is None:
         if start_ms is None:
             return NO_PLANNED_FLOW
-        return PlannedFlow(RunFlow(start_deadline=now + start_ms), None, 0)
+        return PlannedFlow(RunFlow(start_deadline=due + start_ms), None, 0)
     variables: JSONObject = {"event": event}
     slug = definition.slug
     slots = tuple(
@@ -130,6 +133,6 @@ def plan_flow(definition: FunctionDefinition, event: JSONObject, now: Millis) ->
         singleton=singleton,
         group=group,
         priority_ms=shift.ahead_ms,
-        start_deadline=None if start_ms is None else now + shift.delay_ms + start_ms,
+        start_deadline=None if start_ms is None else due + shift.delay_ms + start_ms,
     )
     return PlannedFlow(flow, idempotency_key, shift.delay_ms)

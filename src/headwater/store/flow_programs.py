@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -120,7 +120,11 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
         [*(candidate.item_id for candidate in taken), owner, lease_until],
     )
     by_id = {r[0]: QueueItem(r[0], r[1], int(r[2]), int(r[3]), owner, lease_until) for r in leased}
-    return [by_id[c.item_id] for c in taken if c.item_id in by_id]
+    return [
+        replace(by_id[c.item_id], overdue=True) if c.overdue else by_id[c.item_id]
+        for c in taken
+        if c.item_id in by_id
+    ]
 
 
 def _unblock(counts: Counter[str], now: Millis) -> Generator[Sql, Rows, None]:
@@ -370,9 +374,11 @@ def _join_group(run: NewRun) -> Generator[Sql, Rows, tuple[str | None, Millis]]:
             "INSERT INTO run_events (run_id, position, event_id) VALUES (?, ?, ?)",
             (group.run_id, group.size, run.event_ids[0]),
         )
+    # The start deadline moves with the due time: waiting for the group is not waiting to start.
     yield Sql(
-        "UPDATE queue SET due_at = ? WHERE run_id = ? AND lease_owner IS NULL",
-        (decision.due_at, group.run_id),
+        "UPDATE queue SET start_deadline = start_deadline + (? - due_at), due_at = ?"
+        " WHERE run_id = ? AND lease_owner IS NULL",
+        (decision.due_at, decision.due_at, group.run_id),
     )
     if decision.close:
         yield Sql("DELETE FROM run_groups WHERE run_id = ?", (group.run_id,))
@@ -404,10 +410,14 @@ def _insert_run(
         many=True,
     )
     if not skipped:
+        flow = run.flow
+        if flow.start_deadline is not None and due_at > run.start_at:
+            # Due later than planned (a group's wait): so is the deadline to start.
+            flow = replace(flow, start_deadline=flow.start_deadline + due_at - run.start_at)
         yield Sql(
             f"INSERT INTO queue (item_id, run_id, due_at, attempt, {QUEUE_FLOW_COLUMNS})"
             " VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (plan.item_id, run.run_id, due_at, *queue_flow_values(run.flow)),
+            (plan.item_id, run.run_id, due_at, *queue_flow_values(flow)),
         )
 
 

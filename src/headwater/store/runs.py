@@ -90,6 +90,9 @@ class QueueItem:
     attempt: int = 0
     lease_owner: str | None = None
     lease_until: Millis | None = None
+    #: A run's start claimed past its start deadline (timeouts.start, counted from when the run
+    #: was due): the executor cancels it instead of starting it.
+    overdue: bool = False
 
 
 class WaitKind(StrEnum):

@@ -174,6 +174,38 @@ async def once_per_order(ctx: Context) -> Any:
     return await work(ctx, "once-per-order", 0.01)
 
 
+# A start timeout counts from when a run is due to start, not from when it was created: a run
+# meant to start later (a negative priority, a debounce period, an event dated in the future)
+# is not cancelled for waiting as it was meant to.
+@hw.function(
+    id="late-by-priority",
+    trigger=hw.on_event("flow/late-priority"),
+    priority="-2",
+    timeouts=Timeouts(start=1.0),
+)
+async def late_by_priority(ctx: Context) -> Any:
+    return await work(ctx, "late-by-priority", 0.05)
+
+
+@hw.function(
+    id="late-by-debounce",
+    trigger=hw.on_event("flow/late-debounce"),
+    debounce=Debounce(period=2.0),
+    timeouts=Timeouts(start=1.0),
+)
+async def late_by_debounce(ctx: Context) -> Any:
+    return await work(ctx, "late-by-debounce", 0.05)
+
+
+@hw.function(
+    id="late-by-ts",
+    trigger=hw.on_event("flow/late-ts"),
+    timeouts=Timeouts(start=1.0),
+)
+async def late_by_ts(ctx: Context) -> Any:
+    return await work(ctx, "late-by-ts", 0.05)
+
+
 @hw.function(
     id="must-start-soon",
     trigger=hw.on_event("flow/deadline"),
