@@ -118,7 +118,8 @@ def test_options_round_trip_through_the_function_config() -> None:
 
 
 def test_official_sdk_spellings_are_read() -> None:
-    # TS sends camelCase and durations as strings; concurrency may be a number or {fn, step}.
+    # TS sends camelCase and durations as strings; concurrency may be a number, {limit, key} or
+    # {fn, step}.
     ts = flow_options_from_wire(
         config_with(
             concurrency=3,
@@ -131,6 +132,9 @@ def test_official_sdk_spellings_are_read() -> None:
     assert ts.rate_limit == RateLimit(1, 86_400.0)
     grouped = flow_options_from_wire(config_with(concurrency={"fn": [{"limit": 2}], "step": []}))
     assert grouped.concurrency == (Concurrency(2),)
+    # TS passes `concurrency: {limit, key}` through as the object itself: one limit
+    single = flow_options_from_wire(config_with(concurrency={"limit": 1, "key": "event.data.t"}))
+    assert single.concurrency == (Concurrency(1, key="event.data.t"),)
     # The Python SDK's snake_case spellings, and a limit of 0 meaning "no limit".
     py = flow_options_from_wire(
         config_with(

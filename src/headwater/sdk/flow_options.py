@@ -361,8 +361,10 @@ def _concurrency_from_wire(value: JSON) -> tuple[Concurrency, ...]:
         raise FunctionDefinitionError("concurrency must be a number, an array or an object")
     if isinstance(value, int):
         return () if value == 0 else (Concurrency(value),)
-    if isinstance(value, dict):  # {fn: [...], step: [...]}: the function-level limits
-        value = value.get("fn") or []
+    if isinstance(value, dict):
+        # One limit as the TypeScript SDK sends `concurrency: {limit, key}`; otherwise
+        # {fn: [...], step: [...]}, of which the function-level limits apply.
+        value = [value] if "limit" in value else value.get("fn") or []
     if not isinstance(value, list):
         raise FunctionDefinitionError("concurrency must be a number, an array or an object")
     limits: list[Concurrency] = []
