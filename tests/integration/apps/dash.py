@@ -62,11 +62,12 @@ async def napper(ctx: Context) -> str:
     trigger=hw.on_event("dash/batch"),
     batch=Batch(max_size=3, timeout=5.0, key="event.data.group"),
 )
-async def batched(ctx: Context) -> list[Any]:
-    """Three events of a group per run; traces and returns each event's `data.seq`, in order."""
+async def batched(ctx: Context) -> dict[str, Any]:
+    """Three events of a group per run; traces each event's `data.seq`, and returns them and each
+    event's user, in order."""
     seqs = [event.data["seq"] for event in ctx.events]
     await ctx.step.run("tally", lambda: trace(f"batch:{ctx.event.data['group']}:{seqs}"))
-    return seqs
+    return {"seqs": seqs, "users": [event.user for event in ctx.events]}
 
 
 @hw.function(
