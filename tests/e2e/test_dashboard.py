@@ -145,6 +145,7 @@ def test_send_watch_timeline_replay_and_cancel(browser: Any, dev_server: Running
         page.goto(f"{base}/functions/dash-pipeline")
         shot(page, "function")
         page.goto(f"{base}/replays")
+        page.select_option("#bulk-replay select[name=function]", "dash-pipeline")
         page.check("input[name=statuses][value=Completed]")
         page.click("#bulk-replay button[type=submit]")
         page.wait_for_selector("#replay-state:text('Completed')")

@@ -1,14 +1,18 @@
-"""Every dashboard page renders on both backends (a real server process with real runs), and the
-bulk cancellation pages start, watch and stop jobs; the browser flow is in
+"""Every dashboard page renders on both backends (a real server process with real runs); "Send
+again" stores a new event; a run's page follows the run live; a function's page shows its flow
+control and counts; the apps page names a failing sync; production hides events from visitors not
+logged in; the bulk cancellation pages start, watch and stop jobs. The browser flow is in
 tests/e2e/test_dashboard.py."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +22,7 @@ import pytest
 from markupsafe import escape
 
 from headwater.protocol.ids import new_ulid
-from tests.harness import RunningServer, running_server
+from tests.harness import EVENT_KEY, RunningServer, free_port, running_server
 
 APP = "tests.integration.apps.dash:hw"
 PASSWORD = "correct horse battery staple"
@@ -314,3 +318,217 @@ def test_production_requires_a_login_for_the_cancellation_pages(tmp_path: Path) 
         assert "Cancellation of dash-anything" in client.get(f"/cancellations/{started}").text
         assert started in client.get("/cancellations").text
         assert client.get(f"/v1/cancellations/{started}").status_code == 401
+
+
+# -- events: send again --------------------------------------------------------------------------
+
+
+def test_send_again_stores_a_new_event_that_starts_a_new_run(client: httpx.Client) -> None:
+    # Given an event with an id of its own and a user, and the run it started
+    mark = uuid.uuid4().hex[:10]
+    user = {"external_id": f"again-{mark}", "email": f"again-{mark}@x.test"}
+    sent = client.post(
+        "/e/k",
+        json={"name": "dash/order.placed", "id": f"order-{mark}", "data": {"order": mark}}
+        | {"user": user},
+    )
+    event_id = sent.json()["ids"][0]
+    first_run = _final_run(client, event_id)
+    # When "Send again" is pressed on its page (a form posting with the page's CSRF token)
+    page = client.get(f"/events/{event_id}").text
+    assert f'action="/events/{event_id}/resend"' in page and 'id="send-again"' in page
+    again = client.post(f"/events/{event_id}/resend", data={"csrf": csrf_of(client, "/events")})
+    # Then it leads to a new event's page
+    assert again.status_code == 303, again.text[:300]
+    match = re.fullmatch(r"/events/([0-9A-Z]{26})", again.headers["location"])
+    assert match is not None, again.headers["location"]
+    new_id = match.group(1)
+    assert new_id != event_id
+    # And the new event has the same name, data and user, under a new id (the original's would
+    # deduplicate its runs away)
+    original = client.get(f"/v1/events/{event_id}").json()["data"]
+    resent = client.get(f"/v1/events/{new_id}").json()["data"]
+    assert (resent["name"], resent["data"], resent["user"]) == (
+        "dash/order.placed",
+        {"order": mark},
+        user,
+    )
+    assert original["id"] == f"order-{mark}" and resent["id"] != original["id"]
+    # And it started a new run, which saw the user
+    new_run = _final_run(client, new_id)
+    assert new_run != first_run
+    done = client.get(f"/v1/runs/{new_run}").json()["data"]
+    assert done["status"] == "Completed" and done["event_ids"] == [new_id]
+    assert done["output"]["shipped"] == f"shipped {mark}" and done["output"]["user"] == user
+    # And the original event still has its one run
+    runs = client.get(f"/v1/events/{event_id}/runs").json()["data"]
+    assert [run["run_id"] for run in runs] == [first_run]
+    # And the new event's page shows the user and its run
+    shown = client.get(f"/events/{new_id}").text
+    assert escape(user["email"]) in shown and new_run in shown
+
+
+def test_send_again_without_the_csrf_token_is_refused(client: httpx.Client) -> None:
+    sent = client.post("/e/k", json={"name": "dash/resent", "data": {"n": uuid.uuid4().hex}})
+    event_id = sent.json()["ids"][0]
+    client.get("/events")  # a session
+    for token in ({}, {"csrf": "forged"}):
+        refused = client.post(f"/events/{event_id}/resend", data=token)
+        assert refused.status_code == 403 and "CSRF token" in refused.text
+    listed = client.get("/v1/events", params={"name": "dash/resent"}).json()["data"]
+    assert [event["internal_id"] for event in listed] == [event_id]
+
+
+# -- runs: the live timeline ---------------------------------------------------------------------
+
+
+def test_a_run_page_follows_the_run_until_it_completes(client: httpx.Client) -> None:
+    # Given a run asleep between its two steps
+    token = uuid.uuid4().hex[:10]
+    sent = client.post("/e/k", json={"name": "dash/nap", "data": {"token": token, "seconds": 1.5}})
+    event_id = sent.json()["ids"][0]
+    deadline = time.monotonic() + 20
+    while True:
+        runs = client.get(f"/v1/events/{event_id}/runs").json()["data"]
+        if runs:
+            run_id = runs[0]["run_id"]
+            steps = client.get(f"/v1/runs/{run_id}/steps").json()["data"]
+            if [step["name"] for step in steps] == ["before", "nap"]:
+                break
+        assert time.monotonic() < deadline, "the run did not reach its sleep"
+        time.sleep(0.02)
+    # When its page is opened
+    page = client.get(f"/runs/{run_id}").text
+    # Then it shows the run Running, asleep, and asks to be refreshed
+    assert "<html" in page
+    assert f'hx-get="/runs/{run_id}" hx-trigger="every 700ms"' in page
+    assert 'data-status="Running"' in page and 'id="cancel-run"' in page
+    # And the fragment it polls is the run's body alone, as htmx swaps it
+    fragment = client.get(f"/runs/{run_id}", headers={"HX-Request": "true"}).text
+    assert "<html" not in fragment and fragment.lstrip().startswith('<div id="run-body"')
+    assert 'data-status="Running"' in fragment and "· live" in fragment
+    nap = re.search(r'data-step="nap".*?<span class="label[^"]*"[^>]*>([^<]*)<', fragment, re.S)
+    assert nap is not None and nap.group(1).startswith("sleeping · wakes at "), nap
+    assert 'data-step="before"' in fragment and 'data-step="after"' not in fragment
+    # When the fragment is polled (no reload of the page) until the run has ended
+    polls = 0
+    while 'data-status="Running"' in fragment:
+        assert 'hx-trigger="every 700ms"' in fragment
+        assert time.monotonic() < deadline, fragment
+        time.sleep(0.1)
+        fragment = client.get(f"/runs/{run_id}", headers={"HX-Request": "true"}).text
+        polls += 1
+    # Then it was polled while the run slept, and now shows it Completed, no longer refreshing
+    assert polls >= 3
+    assert 'data-status="Completed"' in fragment and "hx-trigger" not in fragment
+    # With the steps after the sleep, the sleep's duration, the output and the Replay button
+    assert 'data-step="after"' in fragment and f"awake {token}" in fragment
+    nap = re.search(
+        r'data-step="nap".*?<span class="label[^"]*"[^>]*>(\d+\.\d\d) s\b', fragment, re.S
+    )
+    assert nap is not None and 1.4 <= float(nap.group(1)) < 60, fragment
+    assert 'id="replay-run"' in fragment and 'id="cancel-run"' not in fragment
+
+
+# -- apps and functions --------------------------------------------------------------------------
+
+
+def test_a_function_page_shows_its_flow_control_counts_and_failure_rate(
+    client: httpx.Client,
+) -> None:
+    # Given three runs of a flow-controlled function that completed and one that failed
+    events = [{"name": "dash/limited", "data": {"customer": f"c{n}", "rush": n}} for n in range(3)]
+    events.append({"name": "dash/limited", "data": {"customer": "c9", "rush": 0, "fail": True}})
+    sent = client.post("/e/k", json=events)
+    runs = [_final_run(client, event_id) for event_id in sent.json()["ids"]]
+    # When its page is read
+    page = client.get("/functions/dash-limited")
+    assert page.status_code == 200
+    # Then it shows its flow-control settings, each as declared
+    flow = re.search(r"<dt>Flow control</dt><dd>(.*?)</dd>", page.text, re.S)
+    assert flow is not None, page.text
+    shown = {
+        key: json.loads(unescape(value))
+        for key, value in re.findall(r"<code>(\w+)</code>: <code>(.*?)</code>", flow.group(1))
+    }
+    assert shown == {
+        "concurrency": [{"limit": 2, "key": "event.data.customer"}],
+        "throttle": {"limit": 100, "period": "1000ms"},
+        "priority": {"run": "event.data.rush"},
+    }
+    # And its runs of each window counted: 4 runs, 3 completed, 1 failed, a 25 % failure rate
+    for window in ("1 hour", "24 hours"):
+        row = re.search(rf"<tr><td>last {window}</td>(.*?)</tr>", page.text, re.S)
+        assert row is not None, window
+        cells = re.findall(r"<td>(.*?)</td>", row.group(1), re.S)
+        assert [cell.strip() for cell in cells] == ["4", "3", "1", "25.0 %"], (window, cells)
+    # And its recent runs
+    for run_id in runs:
+        assert f'data-run-id="{run_id}"' in page.text
+    # And the apps page counts the same for it
+    apps = client.get("/apps").text
+    row = re.search(r'<tr>\s*<td><a href="/functions/dash-limited">.*?</tr>', apps, re.S)
+    assert row is not None, apps
+    cells = re.findall(r"<td>(.*?)</td>", row.group(0), re.S)
+    assert [cell.strip() for cell in cells[-2:]] == ["4", "25.0 %"], cells
+
+
+def test_an_app_that_cannot_be_synced_is_named_with_its_error(
+    server_db_url: str, tmp_path: Path
+) -> None:
+    # Given a server asked to sync an app where nothing answers
+    url = f"http://127.0.0.1:{free_port()}/api/inngest"
+    with (
+        running_server(tmp_path, db_url=server_db_url, extra_args=["-u", url]) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        # When its apps page is read, once the first sync has been tried
+        deadline = time.monotonic() + 20
+        while 'class="notice bad"' not in (page := client.get("/apps").text):
+            assert time.monotonic() < deadline, page
+            time.sleep(0.05)
+        # Then the page names the app's URL and why syncing it fails, and lists no app
+        notice = re.search(r'<div class="notice bad">(.*?)</div>', page, re.S)
+        assert notice is not None
+        assert f'Syncing <span class="mono">{url}</span> fails: ' in notice.group(1)
+        assert "ConnectError" in notice.group(1)
+        assert "data-app=" not in page and "No functions yet" in page
+
+
+def test_production_shows_no_part_of_an_event_to_a_visitor_not_logged_in(tmp_path: Path) -> None:
+    env = {"HEADWATER_DASHBOARD_PASSWORD": PASSWORD}
+    with (
+        running_server(tmp_path, production=True, env=env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        # Given an event with a user
+        secrets = {"external_id": "ext-7f3a9c", "email": "hidden-7f3a9c@x.test", "ssn": "9q4k2w"}
+        sent = client.post(
+            f"/e/{EVENT_KEY}",
+            json={"name": "secret/signup", "data": {"plan": "p-5d1e8b"}, "user": secrets},
+        )
+        assert sent.status_code == 200, sent.text
+        event_id = sent.json()["ids"][0]
+        parts = [*secrets.values(), "p-5d1e8b", "secret/signup"]
+        # When a visitor who has not logged in asks for its page, its runs, or the live stream
+        for path in (f"/events/{event_id}", f"/events/{event_id}/runs", "/events/live"):
+            response = client.get(path)
+            # Then they are sent to the login, and shown nothing of the event
+            assert response.status_code == 303, (path, response.status_code)
+            assert response.headers["location"] == "/login?" + urlencode({"next": path})
+            assert not response.headers.get("content-type", "").startswith("text/event-stream")
+            for part in parts:
+                assert part not in response.text, (path, part)
+            # Nor on the login page it leads to, nor as htmx asking for a fragment
+            for shown in (
+                client.get(response.headers["location"]),
+                client.get(path, headers={"HX-Request": "true"}),
+            ):
+                assert shown.status_code in {200, 401}, (path, shown.status_code)
+                for part in parts:
+                    assert part not in shown.text, (path, part)
+        # And once logged in, the same page shows the user (it was there to hide)
+        login = {"csrf": csrf_of(client, "/login"), "next": "/", "password": PASSWORD}
+        assert client.post("/login", data=login).status_code == 303
+        page = client.get(f"/events/{event_id}").text
+        assert escape(secrets["email"]) in page and "encrypted at rest" in page

@@ -1,12 +1,17 @@
 """Replay end to end: a real server process runs tests/integration/apps/dash.py; runs are replayed
-through the REST API, one at a time and in bulk, on SQLite and PostgreSQL."""
+through the REST API, one at a time (a batch run with all its events, a run whose user was erased
+since) and in bulk (stopped while running, by the API and by its page), on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +364,147 @@ def test_a_bulk_replay_left_running_resumes_when_a_server_starts(tmp_path: Path)
     finally:
         second.http.close()
         second.server.stop()
+
+
+def test_a_replay_after_the_user_was_erased_sees_no_user(dash: Dash) -> None:
+    # Given a completed run whose event carried a user, and then that user erased
+    external_id = f"erased-{uuid.uuid4().hex[:10]}"
+    user = {"external_id": external_id, "email": f"{external_id}@x.test"}
+    event_id = dash.send({"name": "dash/order.placed", "data": {"order": "U1"}, "user": user})
+    original = dash.final_run(dash.run_of(event_id)["run_id"])
+    assert original["status"] == "Completed" and original["output"]["user"] == user
+    erased = dash.http.delete(f"/v1/users/{external_id}")
+    assert erased.status_code == 200 and erased.json()["data"]["erased"] == 1
+    stored = dash.http.get(f"/v1/events/{event_id}").json()["data"]
+    assert stored["user_erased"] is True and stored["user"] == {}
+    # When the run is replayed
+    response = dash.http.post(f"/v1/runs/{original['run_id']}/replay")
+    assert response.status_code == 201, response.text
+    replay = dash.final_run(response.json()["data"]["run_id"])
+    # Then the replay ran on the same event, and saw no user
+    assert replay["status"] == "Completed" and replay["event_ids"] == original["event_ids"]
+    assert replay["output"]["user"] == {}
+    assert replay["output"]["shipped"] == "shipped U1"
+    # And the event's page says the user was erased
+    page = dash.http.get(f"/events/{event_id}").text
+    assert "Erased (the user's data was deleted on request)." in page
+    assert user["email"] not in page
+
+
+def test_a_batch_run_replays_with_every_event_of_its_batch_in_order(dash: Dash) -> None:
+    # Given a run of a batch of three events (one of them with a user), sent one after the other
+    group = uuid.uuid4().hex[:10]
+    user = {"external_id": f"batch-{group}"}
+    event_ids = [
+        dash.send({"name": "dash/batch", "data": {"group": group, "seq": seq}} | extra)
+        for seq, extra in enumerate([{}, {"user": user}, {}])
+    ]
+    original = dash.final_run(dash.run_of(event_ids[0])["run_id"])
+    assert original["status"] == "Completed" and original["event_ids"] == event_ids
+    assert original["output"] == {"seqs": [0, 1, 2], "users": [{}, user, {}]}
+    # When it is replayed through the API
+    response = dash.http.post(f"/v1/runs/{original['run_id']}/replay")
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["event_ids"] == event_ids
+    replay = dash.final_run(response.json()["data"]["run_id"])
+    # Then the replay received every event of the batch, in order, each with its user
+    assert replay["status"] == "Completed" and replay["replay_of"] == original["run_id"]
+    assert replay["event_ids"] == event_ids
+    assert replay["output"] == {"seqs": [0, 1, 2], "users": [{}, user, {}]}
+    assert dash.traced(f"batch:{group}:[0, 1, 2]") == 2
+    # And each event lists both runs
+    for event_id in event_ids:
+        runs = dash.http.get(f"/v1/events/{event_id}/runs").json()["data"]
+        assert {run["run_id"] for run in runs} == {original["run_id"], replay["run_id"]}
+
+
+# -- stopping a bulk replay that is running ------------------------------------------------------
+
+#: Runs a stopped job replays: at 50 a page, stopped once a page is saved, it has many pages left.
+MANY = 400
+
+
+def rfc3339_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def echo_runs(dash: Dash) -> tuple[int, int]:
+    """How many runs of dash-echo were created in the last hour, and how many of them completed,
+    as the function's page counts them."""
+    page = dash.http.get("/functions/dash-echo").text
+    row = re.search(r"<tr><td>last 1 hour</td>(.*?)</tr>", page, re.S)
+    assert row is not None, page
+    total, completed = re.findall(r"<td>(.*?)</td>", row.group(1), re.S)[:2]
+    return int(total.replace(",", "")), int(completed)
+
+
+def running_job(dash: Dash, window: dict[str, str]) -> dict[str, Any]:
+    """A bulk replay of dash-echo's runs in `window`, once it has saved its first page."""
+    started = dash.http.post(
+        "/v1/replays", json={"function_id": "dash-echo", "statuses": ["Completed"]} | window
+    )
+    assert started.status_code == 202, started.text
+    job: dict[str, Any] = started.json()["data"]
+    assert job["total"] == MANY
+    deadline = time.monotonic() + 20
+    while job["replayed"] == 0:
+        assert job["state"] == "Running" and time.monotonic() < deadline, job
+        time.sleep(0.005)
+        job = dash.http.get(f"/v1/replays/{job['id']}").json()["data"]
+    return job
+
+
+def assert_stopped_for_good(dash: Dash, job_id: str) -> None:
+    """The job is Cancelled having replayed some of its runs, and replays no more."""
+    time.sleep(0.3)  # a replay in flight when the job was stopped may still be stored
+    ended = dash.http.get(f"/v1/replays/{job_id}").json()["data"]
+    runs = echo_runs(dash)[0]
+    assert ended["state"] == "Cancelled" and 0 < ended["replayed"] < ended["total"], ended
+    time.sleep(0.5)
+    later = dash.http.get(f"/v1/replays/{job_id}").json()["data"]
+    assert later == ended
+    assert echo_runs(dash)[0] == runs
+
+
+def test_a_running_bulk_replay_is_stopped_by_the_api_and_by_its_page(dash: Dash) -> None:
+    # Given many completed runs of a function
+    start = rfc3339_now()
+    for first in range(0, MANY, 100):
+        events = [{"name": "dash/echo", "data": {"n": n}} for n in range(first, first + 100)]
+        assert dash.http.post("/e/k", json=events).status_code == 200
+    deadline = time.monotonic() + 30
+    while echo_runs(dash) != (MANY, MANY):
+        assert time.monotonic() < deadline, echo_runs(dash)
+        time.sleep(0.1)
+    window = {"from": start, "to": rfc3339_now()}
+    # And a bulk replay of them that has replayed a page of them, and is still running
+    job = running_job(dash, window)
+    # When it is stopped through the API
+    stopped = dash.http.delete(f"/v1/replays/{job['id']}")
+    # Then it was stopped while running: Cancelled, with runs left to replay
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["data"]["state"] == "Cancelled"
+    assert stopped.json()["data"]["replayed"] < MANY
+    # And it replays no more, having replayed fewer runs than it had
+    assert_stopped_for_good(dash, job["id"])
+    created = echo_runs(dash)[0] - MANY
+    assert 0 < created < MANY
+
+    # Given another such job (of the same runs: the replays came after the window)
+    job = running_job(dash, window)
+    # When the Stop button of its page is pressed
+    page = dash.http.get(f"/replays/{job['id']}").text
+    assert 'id="replay-state">Running<' in page and 'hx-trigger="every 700ms"' in page
+    action = re.search(r'<form method="post" action="([^"]+)">', page)
+    assert action is not None and action.group(1) == f"/replays/{job['id']}/stop"
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    pressed = dash.http.post(action.group(1), data={"csrf": csrf.group(1)})
+    # Then the page shows it Cancelled, no longer refreshing, with no Stop button
+    assert pressed.status_code == 303 and pressed.headers["location"] == f"/replays/{job['id']}"
+    shown = dash.http.get(f"/replays/{job['id']}").text
+    assert 'id="replay-state">Cancelled<' in shown
+    assert "hx-trigger" not in shown and 'id="stop-replay"' not in shown
+    # And it replays no more, having replayed fewer runs than it had
+    assert_stopped_for_good(dash, job["id"])
+    assert 0 < echo_runs(dash)[0] - MANY - created < MANY

@@ -4,14 +4,17 @@ scenarios as the official SDKs (tests/served_apps.py), on both backends."""
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.harness import EVENT_KEY, SIGNING_KEY
-from tests.served_apps import ServedApp, ServedAppScenarios, served_app
+from tests.served_apps import FUNCTIONS, ServedApp, ServedAppScenarios, served_app, sync_with_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,3 +66,27 @@ class TestHeadwaterServeInProduction(ServedAppScenarios):
             production=True,
         ) as app:
             yield app
+
+
+def test_the_apps_page_shows_the_synced_app_and_when_it_last_synced(served: ServedApp) -> None:
+    # Given the app synced, as the API lists it
+    (app,) = served.http.get("/v1/apps").json()["data"]
+    # When it is synced again (unchanged), and the apps page read
+    before = time.time_ns() // 1_000_000
+    sync_with_cli(served)
+    after = time.time_ns() // 1_000_000
+    page = served.http.get("/apps").text
+    # Then the page shows the app: its SDK, its URL, and that last sync
+    panel = re.search(rf'<div class="panel" data-app="{served.app_id}">(.*?)</dl>', page, re.S)
+    assert panel is not None, page
+    facts = dict(re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", panel.group(1)))
+    assert facts["SDK"] == f"{app['sdk']} ({app['framework']})"
+    assert facts["SDK"].startswith(served.sdk_prefix)
+    assert facts["URL"] == served.app_url
+    shown = datetime.strptime(facts["Last sync"], "%Y-%m-%d %H:%M:%S.%f UTC").replace(tzinfo=UTC)
+    assert before <= round(shown.timestamp() * 1000) <= after, (before, facts["Last sync"], after)
+    # And its functions, under the app, none of them in-process
+    assert "in-process" not in page.split(f"<h2>{served.app_id}", 1)[1].split("</table>", 1)[0]
+    for function in FUNCTIONS:
+        assert f'href="/functions/{served.app_id}-{function}"' in page
+    assert 'class="notice bad"' not in page

@@ -9,7 +9,8 @@ from headwater.types import Millis
 
 @dataclass(frozen=True, slots=True)
 class AppRecord:
-    """One synced app. `checksum` identifies the sync request that last changed it."""
+    """One synced app. `checksum` identifies the sync request that last changed it; `synced_at`
+    is when it last synced, changed or not."""
 
     app_id: str
     url: str

@@ -248,8 +248,9 @@ class Store(QueryVerbs, CancellationVerbs, Protocol):
 
     async def sync_app(self, app: AppRecord, functions: Sequence[AppFunctionRecord]) -> bool:
         """In one transaction: upsert the app, upsert `functions` (un-archiving any), archive
-        the app's other functions. Nothing is written, and False returned, when the stored
-        checksum equals `app.checksum` (the same sync again)."""
+        the app's other functions. When the stored checksum equals `app.checksum` (the same sync
+        again) only the app's `synced_at` moves on (the dashboard's "last sync"; never back), and
+        False is returned."""
 
     async def list_apps(self) -> list[AppRecord]: ...
 

@@ -49,6 +49,10 @@ class PostgresAppVerbs:
                 )
                 row = await cursor.fetchone()
                 if row is not None and row[0] == app.checksum:
+                    await connection.execute(
+                        "UPDATE apps SET synced_at = GREATEST(synced_at, %s) WHERE app_id = %s",
+                        (app.synced_at, app.app_id),
+                    )
                     return False
                 await connection.execute(
                     f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)"

@@ -43,6 +43,10 @@ class SQLiteAppVerbs:
                 "SELECT checksum FROM apps WHERE app_id = ?", (app.app_id,)
             ).fetchone()
             if row is not None and row[0] == app.checksum:
+                connection.execute(
+                    "UPDATE apps SET synced_at = MAX(synced_at, ?) WHERE app_id = ?",
+                    (app.synced_at, app.app_id),
+                )
                 return False
             connection.execute(
                 f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?,?,?,?,?,?,?)"
