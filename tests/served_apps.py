@@ -271,6 +271,16 @@ class ServedAppScenarios:
         run = served.run_of(event_id)
         assert run["status"] == "Completed", run
         assert time.monotonic() - started >= 1.0
+        # Replies to "app/approved" start only after 1 s, so the check above would pass without
+        # any sleep: the steps' times show it. The wait began only when the sleep had ended, at
+        # least 1 s after step "a" had (both SDKs compute the wake time when the sleep starts).
+        steps = served.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+        (a,) = [step for step in steps if step["name"] == "a"]
+        (sleep,) = [step for step in steps if step["op"] == "Sleep"]
+        (wait,) = [step for step in steps if step["op"] == "WaitForEvent"]
+        assert _ms(a["ended_at"]) <= _ms(sleep["started_at"]), steps
+        assert _ms(sleep["ended_at"]) <= _ms(wait["started_at"]), steps
+        assert _ms(wait["started_at"]) - _ms(a["ended_at"]) >= 1000, steps
         output = run["output"]
         assert output["a"] == {"greeting": f"hello {mark}"}
         assert output["w"] == {"token": mark, "ok": True}
