@@ -62,6 +62,9 @@ FUNCTIONS = (
 )
 #: Calls bigger than this leave the run's state for the SDK to fetch (`use_api`).
 CALL_STATE_LIMIT_BYTES = 16_384
+#: The server's retry backoff base: a first attempt that failed is retried within this long,
+#: unless the SDK's reply says when (`Retry-After`).
+RETRY_BASE_MS = 50
 ENDED = {"Completed", "Failed", "Cancelled"}
 
 
@@ -69,9 +72,17 @@ class ServedApp:
     """A running server, the app it drives, and helpers to send events and read runs."""
 
     def __init__(
-        self, server: RunningServer, app_id: str, app_url: str, sdk_prefix: str, trace: Path
+        self,
+        server: RunningServer,
+        app_id: str,
+        app_url: str,
+        sdk_prefix: str,
+        trace: Path,
+        functions: Sequence[str] = FUNCTIONS,
     ) -> None:
         self.server = server
+        #: The ids of the functions the app serves: FUNCTIONS, and any of its own.
+        self.functions = tuple(functions)
         self.app_id = app_id
         self.app_url = app_url
         self.sdk_prefix = sdk_prefix
@@ -178,9 +189,11 @@ def served_app(
     app_path: str = "/api/inngest",
     sync_with_flag: bool = True,
     production: bool = False,
+    functions: Sequence[str] = FUNCTIONS,
 ) -> Iterator[ServedApp]:
     """A server and an app (`app_command`, told its port in $PORT and its server in `app_env`),
-    the app synced: by `-u <url>` when `sync_with_flag`, else by `headwater apps sync`."""
+    the app synced: by `-u <url>` when `sync_with_flag`, else by `headwater apps sync`.
+    `functions` are the ids the app serves (FUNCTIONS, and any scenario of its own)."""
     trace = data_dir / "trace.log"
     port = free_port()
     app_url = f"http://127.0.0.1:{port}{app_path}"
@@ -189,7 +202,7 @@ def served_app(
         db_url=db_url,
         production=production,
         env={
-            "HEADWATER_RETRY_BASE_MS": "50",
+            "HEADWATER_RETRY_BASE_MS": str(RETRY_BASE_MS),
             "HEADWATER_CALL_STATE_LIMIT_BYTES": str(CALL_STATE_LIMIT_BYTES),
         },
         extra_args=["-u", app_url] if sync_with_flag else [],
@@ -199,7 +212,7 @@ def served_app(
     command = [part.replace("{port}", str(port)) for part in app_command]
     with app_process(command, cwd=app_cwd, env=env, log_path=data_dir / "app.log", port=port):
         server.start()
-        served = ServedApp(server, app_id, app_url, sdk_prefix, trace)
+        served = ServedApp(server, app_id, app_url, sdk_prefix, trace, functions)
         try:
             if not sync_with_flag:
                 sync_with_cli(served)
@@ -232,7 +245,8 @@ class ServedAppScenarios:
         assert [a["app_id"] for a in apps] == [served.app_id]
         assert apps[0]["url"] == served.app_url
         assert apps[0]["sdk"].startswith(served.sdk_prefix), apps[0]["sdk"]
-        assert sorted(apps[0]["functions"]) == sorted(f"{served.app_id}-{f}" for f in FUNCTIONS)
+        expected = sorted(f"{served.app_id}-{f}" for f in served.functions)
+        assert sorted(apps[0]["functions"]) == expected
         # A re-sync through the CLI (PUT /v1/apps/sync) of the unchanged app is unmodified.
         done = sync_with_cli(served)
         assert f"synced {served.app_url} (modified: False)" in done.stdout
@@ -257,6 +271,16 @@ class ServedAppScenarios:
         run = served.run_of(event_id)
         assert run["status"] == "Completed", run
         assert time.monotonic() - started >= 1.0
+        # Replies to "app/approved" start only after 1 s, so the check above would pass without
+        # any sleep: the steps' times show it. The wait began only when the sleep had ended, at
+        # least 1 s after step "a" had (both SDKs compute the wake time when the sleep starts).
+        steps = served.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+        (a,) = [step for step in steps if step["name"] == "a"]
+        (sleep,) = [step for step in steps if step["op"] == "Sleep"]
+        (wait,) = [step for step in steps if step["op"] == "WaitForEvent"]
+        assert _ms(a["ended_at"]) <= _ms(sleep["started_at"]), steps
+        assert _ms(sleep["ended_at"]) <= _ms(wait["started_at"]), steps
+        assert _ms(wait["started_at"]) - _ms(a["ended_at"]) >= 1000, steps
         output = run["output"]
         assert output["a"] == {"greeting": f"hello {mark}"}
         assert output["w"] == {"token": mark, "ok": True}

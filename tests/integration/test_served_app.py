@@ -1,6 +1,7 @@
 """Our SDK served over HTTP: `hw.serve()` in a Starlette app under uvicorn, in its own process next
 to a Headwater server, synced with `headwater apps sync URL` (PUT /v1/apps/sync), runs the same
-scenarios as the official SDKs (tests/served_apps.py), on both backends."""
+scenarios as the official SDKs (tests/served_apps.py), on both backends, and scenarios of its own
+(`OwnScenarios`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,41 @@ from pathlib import Path
 import pytest
 
 from tests.harness import EVENT_KEY, SIGNING_KEY
-from tests.served_apps import FUNCTIONS, ServedApp, ServedAppScenarios, served_app, sync_with_cli
+from tests.integration.apps.served import RETRY_AFTER
+from tests.served_apps import (
+    FUNCTIONS,
+    RETRY_BASE_MS,
+    ServedApp,
+    ServedAppScenarios,
+    served_app,
+    sync_with_cli,
+    token,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+#: The app's functions: those of every served app, and its own (tests/integration/apps/served.py).
+OUR_FUNCTIONS = (*FUNCTIONS, "later")
+
+
+class OwnScenarios:
+    """Scenarios of functions only our app serves."""
+
+    def test_a_retry_after_error_reschedules_the_step_at_that_time(self, served: ServedApp) -> None:
+        # Given a step that raises RetryAfterError(2 s) on its first attempt: `hw.serve()` replies
+        # with Retry-After, and the engine must retry the step then, not after its own backoff
+        # (RETRY_BASE_MS, a few tens of milliseconds here).
+        mark = token()
+        run = served.run_of(served.send("app/later", {"token": mark}))
+        assert run["status"] == "Completed", run
+        assert run["output"] == "done"
+        lines = served.executions("later:slow:", mark)
+        assert [line.split(":")[2] for line in lines] == ["0", "1"], lines
+        first, second = (float(line.split(":")[3]) for line in lines)
+        wanted = RETRY_AFTER.total_seconds()
+        # The server's own first backoff is at most RETRY_BASE_MS: far from the 2 s asked for.
+        assert wanted > 10 * RETRY_BASE_MS / 1000
+        # Then the second attempt started 2 s after the first, not sooner, nor much later.
+        assert wanted - 0.05 <= second - first < wanted + 2, lines
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +66,16 @@ def served(
         app_cwd=REPO,
         app_env={"INNGEST_DEV": "{server}"},
         sync_with_flag=False,
+        functions=OUR_FUNCTIONS,
     ) as app:
         yield app
 
 
-class TestHeadwaterServe(ServedAppScenarios):
+class TestHeadwaterServe(ServedAppScenarios, OwnScenarios):
     """The scenarios of tests/served_apps.py, served by `hw.serve()`."""
 
 
-class TestHeadwaterServeInProduction(ServedAppScenarios):
+class TestHeadwaterServeInProduction(ServedAppScenarios, OwnScenarios):
     """The same against `headwater start`, `hw.serve()` in cloud mode (a signing key, INNGEST_DEV
     unset): calls signed and verified by the app, replies signed and verified by the server."""
 
@@ -64,6 +98,7 @@ class TestHeadwaterServeInProduction(ServedAppScenarios):
             },
             sync_with_flag=False,
             production=True,
+            functions=OUR_FUNCTIONS,
         ) as app:
             yield app
 

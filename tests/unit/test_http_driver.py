@@ -509,3 +509,93 @@ async def test_production_replies_must_be_signed(
     else:
         assert response.error is not None and response.error.name == "InvalidSignature"
         assert not response.no_retry
+
+
+PRODUCTION_KEY = "signkey-prod-" + "ab" * 32
+ERROR_BODY = b'{"name":"Error","message":"boom"}'
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "sign_with"),
+    [
+        # No X-Inngest-SDK: a proxy, or anyone on the path.
+        (500, {"X-Inngest-No-Retry": "true"}, ERROR_BODY, None),
+        (429, {"Retry-After": "3600"}, b"slow down", None),
+        (503, {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}, b"", None),
+        # Claiming to be an SDK's, but unsigned or signed with another key.
+        (500, {**SDK_HEADERS, "X-Inngest-No-Retry": "true"}, ERROR_BODY, None),
+        (
+            400,
+            {**SDK_HEADERS, "X-Inngest-No-Retry": "true"},
+            ERROR_BODY,
+            "signkey-prod-" + "ef" * 32,
+        ),
+        (503, {**SDK_HEADERS, "Retry-After": "3600"}, ERROR_BODY, None),
+        (
+            206,
+            {**SDK_HEADERS, "X-Inngest-No-Retry": "true", "Retry-After": "3600"},
+            orjson.dumps([{"op": "StepError", "id": "s", "error": {"name": "E", "message": "m"}}]),
+            None,
+        ),
+        (206, SDK_HEADERS, orjson.dumps([ran("s", "forged")]), None),
+    ],
+)
+async def test_production_ignores_unverified_error_replies(
+    status: int, headers: dict[str, str], body: bytes, sign_with: str | None
+) -> None:
+    """An unverified reply is a failed call, retried as usual: never final, never pushed back,
+    its ops and output never used."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        signed = dict(headers)
+        if sign_with is not None:
+            signed["X-Inngest-Signature"] = signature(body, sign_with)
+        return httpx.Response(status, headers=signed, content=body)
+
+    response = await _production_call(handler)
+    assert not response.no_retry
+    assert response.retry_at is None
+    assert response.error is not None
+    assert response.error.name in {"InvalidSignature", "NotAnSDKResponse"}
+    assert not response.ops and not response.done and response.output is None
+
+
+@pytest.mark.parametrize("signing_key", [PRODUCTION_KEY, "signkey-prod-" + "cd" * 32])
+async def test_production_honours_signed_error_replies(signing_key: str) -> None:
+    """The official SDKs sign every reply to a signed call, errors too (TS `prepareActionRes`,
+    Python `wrap_handler`), so a verified one is acted on as in dev."""
+    replies = iter(
+        [
+            (500, {**SDK_HEADERS, "X-Inngest-No-Retry": "true"}),
+            (429, {**SDK_HEADERS, "Retry-After": "30"}),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, headers = next(replies)
+        headers = {**headers, "X-Inngest-Signature": signature(ERROR_BODY, signing_key)}
+        return httpx.Response(status, headers=headers, content=ERROR_BODY)
+
+    final = await _production_call(handler)
+    assert final.error is not None and final.error.message == "boom"
+    assert final.no_retry
+    later = await _production_call(handler)
+    assert later.error is not None and not later.no_retry
+    assert later.retry_at is not None and later.retry_at >= time.time() * 1000 + 29_000
+
+
+async def _production_call(handler: Callable[[httpx.Request], httpx.Response]) -> Any:
+    event = {"name": "a/b", "data": {}, "id": "01H", "ts": 5}
+    request = CallRequest("app-f", event, [event], {}, CallContext("run", 0, 5))
+    function = define_function("app", lambda ctx: None, id="f", triggers=[EventTrigger("a/b")])
+    function = type(function)(**{**_fields(function), "url": "http://app/api/inngest"})
+    driver = HttpDriver(
+        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        signing_key=PRODUCTION_KEY,
+        signing_key_fallback="signkey-prod-" + "cd" * 32,
+        server_kind="cloud",
+    )
+    try:
+        return await driver.call(function, request, None)
+    finally:
+        await driver.aclose()

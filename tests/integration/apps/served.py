@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from headwater import Concurrency, Headwater
-from headwater.errors import NonRetriableError
+from headwater.errors import NonRetriableError, RetryAfterError
 from headwater.sdk.context import Context
 
 hw = Headwater(app_id="hw-e2e-ours")
@@ -23,6 +23,8 @@ hw = Headwater(app_id="hw-e2e-ours")
 
 #: How long a step waits for a parallel sibling to have started (tests/served_apps.py).
 SIBLING_WAIT_S = 15.0
+#: How long the step of `later` asks to be left alone after its first attempt.
+RETRY_AFTER = timedelta(seconds=2)
 
 
 def trace(line: str) -> None:
@@ -167,6 +169,22 @@ async def limited(ctx: Context) -> Any:
         return ctx.event.data["n"]
 
     return await ctx.step.run("work", work)
+
+
+@hw.function(id="later", trigger=hw.on_event("app/later"), retries=1)
+async def later(ctx: Context) -> Any:
+    """Only here, not in the official SDKs' apps: step "slow" raises RetryAfterError on attempt 0
+    and returns "done" on attempt 1; it traces `later:slow:<attempt>:<unix time>:<token>`, so a
+    test can see when each attempt started (tests/integration/test_served_app.py)."""
+    token = ctx.event.data["token"]
+
+    def slow() -> str:
+        trace(f"later:slow:{ctx.attempt}:{time.time():.3f}:{token}")
+        if ctx.attempt == 0:
+            raise RetryAfterError("not yet", RETRY_AFTER)
+        return "done"
+
+    return await ctx.step.run("slow", slow)
 
 
 app = Starlette(routes=[Route("/api/inngest", hw.serve(), methods=["GET", "PUT", "POST"])])

@@ -22,9 +22,12 @@ runs again. Then the first failing reply, in the ops' order, goes back to the en
 A plain `StepRun` reply (a step run at once) is checkpointed the same way and the function called
 again in the same execution, so a chain of steps costs no queue round trip per step.
 
-In production (a `cloud` server with a signing key) every reply of an SDK must carry a valid
-`X-Inngest-Signature` over its body, as the official SDKs and `hw.serve()` sign them (5-minute
-window, the signing key or its fallback, constant-time compare); one that does not is retried.
+In production (a `cloud` server with a signing key) every reply must carry a valid
+`X-Inngest-Signature` over its body (5-minute window, the signing key or its fallback,
+constant-time compare): the official SDKs and `hw.serve()` sign every reply to a signed call,
+error replies included. A reply that does not verify, whether it claims to be an SDK's or not, is
+a failed call retried as usual: its ops, output, `X-Inngest-No-Retry` and `Retry-After` are
+never acted on.
 
 Never sent: `ctx.fn_id` and `ctx.qi_id`. Their presence switches the TS SDK v4 to checkpointing
 (§3.9), which this server does not implement.
@@ -320,6 +323,20 @@ def _step_run(reply: CallResponse, step_id: str) -> StepOp | None:
     return next((op for op in reply.ops if op.op is Opcode.STEP_RUN and op.id == step_id), None)
 
 
+def _unverified(url: str, reply: httpx.Response, problem: SignatureError) -> FunctionError:
+    """The error of a call whose reply did not verify (see `HttpDriver._post`)."""
+    reason = str(problem).replace("request", "reply")
+    if "x-inngest-sdk" not in reply.headers:
+        # The official SDKs sign every reply to a signed call, errors too, and always say who
+        # they are: this one came from something else (a proxy's page, a wrong URL).
+        text = reply.content[:200].decode(errors="replace")
+        return FunctionError(
+            "NotAnSDKResponse",
+            f"{url}: HTTP {reply.status_code} without X-Inngest-SDK ({reason}): {text}",
+        )
+    return FunctionError("InvalidSignature", f"{url}: HTTP {reply.status_code}: {reason}")
+
+
 # -- the driver ----------------------------------------------------------------------------------
 
 
@@ -527,7 +544,7 @@ class HttpDriver:
         except httpx.HTTPError as exc:
             log.info("calling %s failed: %s", url, exc)
             return CallResponse(error=FunctionError("HTTPError", f"calling {url} failed: {exc!r}"))
-        if self.verifies_replies and "x-inngest-sdk" in reply.headers:
+        if self.verifies_replies:
             try:
                 verify(
                     reply.headers.get("x-inngest-signature"),
@@ -535,9 +552,10 @@ class HttpDriver:
                     [self.signing_key, self.signing_key_fallback],
                 )
             except SignatureError as exc:
-                # Not what the app with our key answered (a proxy, a replay, another key):
-                # retry rather than act on it.
+                # Not what the app with our key answered (a proxy, a replay, another key): the
+                # call failed and is retried as usual. Nothing in the reply is acted on, its
+                # X-Inngest-No-Retry and Retry-After included, or anyone on the path could fail
+                # a run for good or push it back.
                 log.warning("the reply of %s is refused: %s", url, exc)
-                problem = str(exc).replace("request", "reply")
-                return CallResponse(error=FunctionError("InvalidSignature", f"{url}: {problem}"))
+                return CallResponse(error=_unverified(url, reply, exc))
         return _timed(parse_reply(reply.status_code, reply.headers, reply.content), sent_at)
