@@ -165,7 +165,21 @@ const limited = inngest.createFunction(
   },
 );
 
-const functions = [child, steps, flaky, fatal, parallel, rendezvous, oneFails, big, limited];
+const stepAndSleep = inngest.createFunction(
+  { id: "step-and-sleep", triggers: [{ event: "app/step-and-sleep" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    const [a] = await Promise.all([
+      step.run("a", () => { trace(`step-and-sleep:a:${attempt}:${token}`); return "ran"; }),
+      step.sleep("s", "1s"),
+    ]);
+    return { a };
+  },
+);
+
+const functions = [
+  child, steps, flaky, fatal, parallel, rendezvous, oneFails, big, limited, stepAndSleep,
+];
 const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT), "127.0.0.1");
 """

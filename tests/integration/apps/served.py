@@ -169,4 +169,16 @@ async def limited(ctx: Context) -> Any:
     return await ctx.step.run("work", work)
 
 
+@hw.function(id="step-and-sleep", trigger=hw.on_event("app/step-and-sleep"))
+async def step_and_sleep(ctx: Context) -> dict[str, Any]:
+    token = ctx.event.data["token"]
+
+    def a() -> str:
+        trace(f"step-and-sleep:a:{ctx.attempt}:{token}")
+        return "ran"
+
+    got, _ = await asyncio.gather(ctx.step.run("a", a), ctx.step.sleep("s", timedelta(seconds=1)))
+    return {"a": got}
+
+
 app = Starlette(routes=[Route("/api/inngest", hw.serve(), methods=["GET", "PUT", "POST"])])
