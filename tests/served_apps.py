@@ -23,7 +23,10 @@ start them):
                              step "work" sleeps 0.3 s and returns `event.data.n`;
 - `step-and-sleep` (app/step-and-sleep): step "a" (returns "ran") in parallel with sleep "s" of
                              1 s (the SDK reports `[StepPlanned, Sleep]` in one reply) →
-                             `{"a": "ran"}`.
+                             `{"a": "ran"}`;
+- `caught`   (app/caught):   retries=1, step "boom" raises "boom on every attempt" on every
+                             attempt; the function catches the step's error (StepError) and
+                             returns `{"caught": <its message>}`.
 
 The server runs with HEADWATER_CALL_STATE_LIMIT_BYTES=16384: once "x" is memoized, calls leave the
 steps out and say `use_api`, so the SDK must fetch them from /v0/runs/{id}/actions (else it would
@@ -63,6 +66,7 @@ FUNCTIONS = (
     "big",
     "limited",
     "step-and-sleep",
+    "caught",
 )
 #: Calls bigger than this leave the run's state for the SDK to fetch (`use_api`).
 CALL_STATE_LIMIT_BYTES = 16_384
@@ -385,6 +389,23 @@ class ServedAppScenarios:
         # run ends after it.
         assert _ms(slept["ended_at"]) - _ms(ran["ended_at"]) >= 1000, steps
         assert _ms(run["ended_at"]) >= _ms(slept["ended_at"]), (run, steps)
+
+    def test_a_step_that_fails_for_good_is_caught_by_the_function(self, served: ServedApp) -> None:
+        # The last attempt's failure comes back as StepFailed: the engine records the error as
+        # the step's result and calls again, and the function catches the step's error.
+        mark = token()
+        run = served.run_of(served.send("app/caught", {"token": mark}))
+        assert run["status"] == "Completed", run
+        assert run["output"] == {"caught": "boom on every attempt"}
+        assert served.executions("caught:boom:", mark) == [
+            f"caught:boom:0:{mark}",
+            f"caught:boom:1:{mark}",
+        ]
+        steps = served.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+        [failed] = steps
+        assert failed["op"] == "StepFailed", steps
+        assert failed["error"]["message"] == "boom on every attempt"
+        assert failed["attempts"] == 2
 
 
 def _ms(rfc3339: str) -> int:

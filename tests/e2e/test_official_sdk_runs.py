@@ -224,10 +224,27 @@ async def step_and_sleep(ctx):
     return {"a": got}
 
 
+@client.create_function(
+    fn_id="caught", retries=1, trigger=inngest.TriggerEvent(event="app/caught")
+)
+async def caught(ctx):
+    token = ctx.event.data["token"]
+
+    async def boom():
+        trace(f"caught:boom:{ctx.attempt}:{token}")
+        raise ValueError("boom on every attempt")
+
+    try:
+        await ctx.step.run("boom", boom)
+    except inngest.StepError as err:
+        return {"caught": err.message}
+    return {"caught": None}
+
+
 inngest.fast_api.serve(
     app,
     client,
-    [child, steps, flaky, fatal, parallel, rendezvous, one_fails, big, limited, step_and_sleep],
+    [child, steps, flaky, fatal, parallel, rendezvous, one_fails, big, limited, step_and_sleep, caught],
 )
 """
 
