@@ -20,7 +20,13 @@ start them):
 - `big`      (app/big):      step "x" returns `"x" * event.data.size`, step "y" its length →
                              `{"x": len(x), "y": y, "pad": len(event.data.pad)}`;
 - `limited`  (app/limited):  `concurrency` 1 per `event.data.token` (declared the SDK's way);
-                             step "work" sleeps 0.3 s and returns `event.data.n`.
+                             step "work" sleeps 0.3 s and returns `event.data.n`;
+- `step-and-sleep` (app/step-and-sleep): step "a" (returns "ran") in parallel with sleep "s" of
+                             1 s (the SDK reports `[StepPlanned, Sleep]` in one reply) →
+                             `{"a": "ran"}`;
+- `caught`   (app/caught):   retries=1, step "boom" raises "boom on every attempt" on every
+                             attempt; the function catches the step's error (StepError) and
+                             returns `{"caught": <its message>}`.
 
 The server runs with HEADWATER_CALL_STATE_LIMIT_BYTES=16384: once "x" is memoized, calls leave the
 steps out and say `use_api`, so the SDK must fetch them from /v0/runs/{id}/actions (else it would
@@ -59,6 +65,8 @@ FUNCTIONS = (
     "one-fails",
     "big",
     "limited",
+    "step-and-sleep",
+    "caught",
 )
 #: Calls bigger than this leave the run's state for the SDK to fetch (`use_api`).
 CALL_STATE_LIMIT_BYTES = 16_384
@@ -384,6 +392,44 @@ class ServedAppScenarios:
         for (_, previous_end), (start, _) in itertools.pairwise(spans):
             assert start >= previous_end, spans
         assert len(served.executions("limited:work:", mark)) == 3
+
+    def test_a_step_in_parallel_with_a_sleep_runs_once_and_the_sleep_is_honoured(
+        self, served: ServedApp
+    ) -> None:
+        # One reply holds the planned step and the sleep: the step runs (it does not wait for the
+        # sleep), then the sleep, reported again on its own, is slept.
+        mark = token()
+        run = served.run_of(served.send("app/step-and-sleep", {"token": mark}))
+        assert run["status"] == "Completed", run
+        assert run["output"] == {"a": "ran"}
+        assert served.executions("step-and-sleep:a:", mark) == [f"step-and-sleep:a:0:{mark}"]
+        steps = served.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+        by_op = {step["op"]: step for step in steps}
+        assert sorted(by_op) == ["Sleep", "StepRun"], steps
+        ran, slept = by_op["StepRun"], by_op["Sleep"]
+        assert ran["output"] == "ran"
+        assert _ms(ran["started_at"]) < _ms(slept["ended_at"])
+        # The sleep was asked for once "a" had answered, so it ends 1 s or more after that; the
+        # run ends after it.
+        assert _ms(slept["ended_at"]) - _ms(ran["ended_at"]) >= 1000, steps
+        assert _ms(run["ended_at"]) >= _ms(slept["ended_at"]), (run, steps)
+
+    def test_a_step_that_fails_for_good_is_caught_by_the_function(self, served: ServedApp) -> None:
+        # The last attempt's failure comes back as StepFailed: the engine records the error as
+        # the step's result and calls again, and the function catches the step's error.
+        mark = token()
+        run = served.run_of(served.send("app/caught", {"token": mark}))
+        assert run["status"] == "Completed", run
+        assert run["output"] == {"caught": "boom on every attempt"}
+        assert served.executions("caught:boom:", mark) == [
+            f"caught:boom:0:{mark}",
+            f"caught:boom:1:{mark}",
+        ]
+        steps = served.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
+        [failed] = steps
+        assert failed["op"] == "StepFailed", steps
+        assert failed["error"]["message"] == "boom on every attempt"
+        assert failed["attempts"] == 2
 
 
 def _ms(rfc3339: str) -> int:

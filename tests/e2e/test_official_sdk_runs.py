@@ -208,7 +208,44 @@ async def limited(ctx):
     return await ctx.step.run("work", work)
 
 
-inngest.fast_api.serve(app, client, [child, steps, flaky, fatal, parallel, rendezvous, one_fails, big, limited])
+@client.create_function(
+    fn_id="step-and-sleep", trigger=inngest.TriggerEvent(event="app/step-and-sleep")
+)
+async def step_and_sleep(ctx):
+    token = ctx.event.data["token"]
+
+    async def a():
+        trace(f"step-and-sleep:a:{ctx.attempt}:{token}")
+        return "ran"
+
+    got, _ = await ctx.group.parallel(
+        (lambda: ctx.step.run("a", a), lambda: ctx.step.sleep("s", datetime.timedelta(seconds=1)))
+    )
+    return {"a": got}
+
+
+@client.create_function(
+    fn_id="caught", retries=1, trigger=inngest.TriggerEvent(event="app/caught")
+)
+async def caught(ctx):
+    token = ctx.event.data["token"]
+
+    async def boom():
+        trace(f"caught:boom:{ctx.attempt}:{token}")
+        raise ValueError("boom on every attempt")
+
+    try:
+        await ctx.step.run("boom", boom)
+    except inngest.StepError as err:
+        return {"caught": err.message}
+    return {"caught": None}
+
+
+inngest.fast_api.serve(
+    app,
+    client,
+    [child, steps, flaky, fatal, parallel, rendezvous, one_fails, big, limited, step_and_sleep, caught],
+)
 """
 
 

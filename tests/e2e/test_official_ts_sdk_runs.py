@@ -165,7 +165,37 @@ const limited = inngest.createFunction(
   },
 );
 
-const functions = [child, steps, flaky, fatal, parallel, rendezvous, oneFails, big, limited];
+const stepAndSleep = inngest.createFunction(
+  { id: "step-and-sleep", triggers: [{ event: "app/step-and-sleep" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    const [a] = await Promise.all([
+      step.run("a", () => { trace(`step-and-sleep:a:${attempt}:${token}`); return "ran"; }),
+      step.sleep("s", "1s"),
+    ]);
+    return { a };
+  },
+);
+
+const caught = inngest.createFunction(
+  { id: "caught", retries: 1, triggers: [{ event: "app/caught" }] },
+  async ({ event, step, attempt }) => {
+    const token = event.data.token;
+    try {
+      await step.run("boom", () => {
+        trace(`caught:boom:${attempt}:${token}`);
+        throw new Error("boom on every attempt");
+      });
+    } catch (err) {
+      return { caught: err.message };
+    }
+    return { caught: null };
+  },
+);
+
+const functions = [
+  child, steps, flaky, fatal, parallel, rendezvous, oneFails, big, limited, stepAndSleep, caught,
+];
 const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT), "127.0.0.1");
 """

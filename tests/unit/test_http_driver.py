@@ -417,6 +417,98 @@ async def test_a_checkpoint_that_raises_propagates() -> None:
     assert [op.id for op in checkpointed] == ["a"]
 
 
+# -- replies mixing steps with other ops ----------------------------------------------------------
+
+
+def sleep_op(step_id: str) -> dict[str, Any]:
+    return {"op": "Sleep", "id": step_id, "name": "1s", "displayName": step_id}
+
+
+def wait_op(step_id: str) -> dict[str, Any]:
+    return {"op": "WaitForEvent", "id": step_id, "name": "x/y", "opts": {"timeout": "1m"}}
+
+
+async def call_mixed(
+    discoveries: list[httpx.Response], targeted: Targeted | None = None
+) -> tuple[Any, list[str], list[dict[str, Any]]]:
+    """A run whose discovery calls are answered by `discoveries` in turn, its targeted calls by
+    `targeted` (else the step runs and returns its id in upper case). Returns what
+    `HttpDriver.call` returned, what happened in order (`call <stepId>`, `checkpoint <id>`),
+    and the bodies of the discovery calls."""
+    happened: list[str] = []
+    bodies: list[dict[str, Any]] = []
+    replies = iter(discoveries)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        step_id = parse_qs(urlsplit(str(request.url)).query)["stepId"][0]
+        happened.append(f"call {step_id}")
+        body = orjson.loads(request.content)
+        if step_id == "step":
+            bodies.append(body)
+            return next(replies)
+        if targeted is not None:
+            return await targeted(step_id, body)
+        return ops_reply(ran(step_id, step_id.upper()))
+
+    async def checkpoint(op: StepOp) -> None:
+        happened.append(f"checkpoint {op.id}")
+
+    event = {"name": "a/b", "data": {}, "id": "01H", "ts": 5}
+    request = CallRequest("app-f", event, [event], {}, CallContext("run", 0, 5))
+    function = define_function("app", lambda ctx: None, id="f", triggers=[EventTrigger("a/b")])
+    function = type(function)(**{**_fields(function), "url": "http://app/api/inngest"})
+    driver = HttpDriver(client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    try:
+        return await driver.call(function, request, checkpoint), happened, bodies
+    finally:
+        await driver.aclose()
+
+
+@pytest.mark.parametrize(
+    ("first", "left"),
+    [
+        # Promise.all([step.run("a"), step.sleep("s", "1s")]), as all three SDKs report it
+        ([planned("a"), sleep_op("s")], sleep_op("s")),
+        # Promise.race([step.waitForEvent("w"), step.run("a")])
+        ([wait_op("w"), planned("a")], wait_op("w")),
+    ],
+)
+async def test_planned_steps_beside_a_sleep_or_wait_run_first_and_the_engine_gets_it_alone(
+    first: list[dict[str, Any]], left: dict[str, Any]
+) -> None:
+    # Given a reply planning step a beside a sleep (or a wait), which the SDK reports again on
+    # the next call once a is memoized
+    response, happened, bodies = await call_mixed([ops_reply(*first), ops_reply(left)])
+    # Then a is run by its targeted call and checkpointed at once, the app is asked again, and
+    # the engine gets the sleep (or the wait) alone: never a StepPlanned op
+    assert happened == ["call step", "call a", "checkpoint a", "call step"]
+    assert response.error is None and not response.done
+    [op] = response.ops
+    assert (op.op.value, op.id) == (left["op"], left["id"])
+    # The call asking again carries a's result, and ForceStepPlan (the reply had several ops)
+    assert bodies[1]["steps"] == {"a": {"data": "A"}}
+    assert bodies[1]["ctx"]["disable_immediate_execution"] is True
+
+
+async def test_a_steps_error_beside_a_planned_step_goes_to_the_engine_once_the_step_ran() -> None:
+    error = {"name": "Error", "message": "b failed", "stack": ""}
+    failing = {"op": "StepError", "id": "b", "name": "b", "error": error}
+    response, happened, _ = await call_mixed([ops_reply(planned("a"), failing, sleep_op("s"))])
+    assert happened == ["call step", "call a", "checkpoint a"]
+    [op] = response.ops
+    assert op.op is Opcode.STEP_ERROR and op.id == "b" and op.error == error
+
+
+async def test_a_reply_of_only_sleeps_and_waits_goes_to_the_engine_as_it_is() -> None:
+    # The engine acts on the first; the SDKs report the others again on the next call.
+    response, happened, _ = await call_mixed([ops_reply(sleep_op("s1"), wait_op("w"))])
+    assert happened == ["call step"]
+    assert [(op.op, op.id) for op in response.ops] == [
+        (Opcode.SLEEP, "s1"),
+        (Opcode.WAIT_FOR_EVENT, "w"),
+    ]
+
+
 def test_use_api_leaves_out_the_steps_then_the_events() -> None:
     event = {"name": "a/b", "data": {"pad": "p" * 100}, "id": "01H", "ts": 5}
     request = CallRequest(

@@ -228,6 +228,8 @@ class Executor:
             # Nothing to do yet (an SDK's empty reply): call again.
             await self._reschedule(item, now, attempt)
             return
+        # A reply of several ops holds no step (the driver runs those): two sleeps, a sleep and a
+        # wait... The first is acted on; the function reports the others again on the next call.
         op = response.ops[0]
         if op.op is Opcode.STEP_RUN:
             memo = orjson.dumps({"data": op.data})

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from headwater import Concurrency, Headwater
-from headwater.errors import NonRetriableError, RetryAfterError
+from headwater.errors import NonRetriableError, RetryAfterError, StepError
 from headwater.sdk.context import Context
 
 hw = Headwater(app_id="hw-e2e-ours")
@@ -185,6 +185,33 @@ async def later(ctx: Context) -> Any:
         return "done"
 
     return await ctx.step.run("slow", slow)
+
+
+@hw.function(id="step-and-sleep", trigger=hw.on_event("app/step-and-sleep"))
+async def step_and_sleep(ctx: Context) -> dict[str, Any]:
+    token = ctx.event.data["token"]
+
+    def a() -> str:
+        trace(f"step-and-sleep:a:{ctx.attempt}:{token}")
+        return "ran"
+
+    got, _ = await asyncio.gather(ctx.step.run("a", a), ctx.step.sleep("s", timedelta(seconds=1)))
+    return {"a": got}
+
+
+@hw.function(id="caught", trigger=hw.on_event("app/caught"), retries=1)
+async def caught(ctx: Context) -> dict[str, Any]:
+    token = ctx.event.data["token"]
+
+    def boom() -> str:
+        trace(f"caught:boom:{ctx.attempt}:{token}")
+        raise ValueError("boom on every attempt")
+
+    try:
+        await ctx.step.run("boom", boom)
+    except StepError as err:
+        return {"caught": err.original_message}
+    return {"caught": None}
 
 
 app = Starlette(routes=[Route("/api/inngest", hw.serve(), methods=["GET", "PUT", "POST"])])

@@ -10,6 +10,18 @@ steps, or a step the SDK would not run at once), each is run by its own targeted
 (`stepId=<hashed id>`), and then a discovery call (`stepId=step`) asks for what comes next. While a
 reply had several ops, calls carry `disable_immediate_execution` (Inngest's ForceStepPlan).
 
+A reply may mix steps with other ops: `Promise.all([step.run(..), step.sleep(..)])` arrives as
+`[StepPlanned, Sleep]`, a race of a wait and a step as `[WaitForEvent, StepPlanned]` (the official
+TypeScript and Python SDKs and `hw.serve()` alike). The steps are run and checkpointed first, and
+the other ops are left for the discovery call: an SDK reports every op not yet memoized, so the
+sleep (wait, invoke) comes back, alone once the steps are memoized, and goes to the engine then.
+So the engine is never handed a StepPlanned op, and a step never waits for a sleep or a wait
+beside it (the sleep starts once the step has run, where Inngest runs them side by side). A
+step's failure (StepError, StepFailed) in such a reply goes to the engine once the steps beside
+it are checkpointed. A reply of several ops without a step (two sleeps, a sleep and a wait) goes
+to the engine as it is: the engine acts on the first, and the SDK reports the others again on the
+next call.
+
 The targeted calls of one reply run concurrently, as Inngest runs planned steps, so parallel steps
 take as long as the slowest, not their sum (at most MAX_PLANNED_CALLS_IN_FLIGHT at once). Each
 carries the state from before the reply (steps, stack, attempt), as in Inngest: a call cannot
@@ -316,6 +328,20 @@ def _timed(response: CallResponse, sent_at: Millis) -> CallResponse:
     return dataclasses.replace(response, ops=ops)
 
 
+#: The ops this driver acts on itself: steps to run (planned) or to checkpoint (run).
+_STEPS: Final = frozenset({Opcode.STEP_RUN, Opcode.STEP_PLANNED})
+_STEP_FAILURES: Final = frozenset({Opcode.STEP_ERROR, Opcode.STEP_FAILED})
+
+
+def _for_the_engine(ops: list[StepOp]) -> bool:
+    """Whether a reply goes to the engine as it is: an empty one, a single op that is not a step,
+    or several without a step or a step's failure (two sleeps, a sleep and a wait): the engine
+    acts on the first op, and the SDK reports the others again on the next call."""
+    if len(ops) == 1:
+        return ops[0].op not in _STEPS
+    return not any(op.op in _STEPS or op.op in _STEP_FAILURES for op in ops)
+
+
 def _step_run(reply: CallResponse, step_id: str) -> StepOp | None:
     """The `StepRun` of `step_id` in a targeted call's reply, unless the reply failed or ended."""
     if reply.error is not None or reply.done:
@@ -432,8 +458,7 @@ class HttpDriver:
                 checkpoint is None
                 or response.error is not None
                 or response.done
-                or not ops
-                or any(op.op not in (Opcode.STEP_RUN, Opcode.STEP_PLANNED) for op in ops)
+                or _for_the_engine(ops)
             ):
                 return response  # the engine acts on it (a sleep, a wait, an error, the end...)
             # Several ops in one reply: plan the next calls explicitly (ForceStepPlan).
@@ -445,6 +470,15 @@ class HttpDriver:
             # In the ops' order, one at a time: the engine records each step and checks the
             # limits in `checkpoint`, and the stack keeps the order of the reply.
             for op, reply in zip(ops, replies, strict=True):
+                if op.op in _STEP_FAILURES:
+                    if failure is None:
+                        failure = dataclasses.replace(response, ops=[op])
+                    continue
+                if op.op not in _STEPS:
+                    # A sleep, a wait, an invoke beside the steps: the SDK reports it again on
+                    # the next call (it is not memoized), alone once the steps are, and the
+                    # engine acts on it then.
+                    continue
                 if reply is not None:
                     ran = None if isinstance(reply, Exception) else _step_run(reply, op.id)
                     if ran is None:
