@@ -285,6 +285,7 @@ class ServedAppScenarios:
         steps = served.http.get(f"/v1/runs/{run['run_id']}/steps").json()["data"]
         (a,) = [step for step in steps if step["name"] == "a"]
         (sleep,) = [step for step in steps if step["op"] == "Sleep"]
+        assert sleep["name"] == "s", sleep  # its name, not the duration the SDK put in `name`
         (wait,) = [step for step in steps if step["op"] == "WaitForEvent"]
         assert _ms(a["ended_at"]) <= _ms(sleep["started_at"]), steps
         assert _ms(sleep["ended_at"]) <= _ms(wait["started_at"]), steps

@@ -282,8 +282,11 @@ class Executor:
             await self._invoke(run, item, op, now)
         elif op.op is Opcode.SLEEP:
             wake = _sleep_wake(op, now)
+            # The official SDKs put the wake time or duration in `name`; the step's own name is
+            # the display name (ours sends both the same).
+            name = op.display_name or op.name
             stored = await self.store.record_step(
-                StepRecord(run.run_id, op.id, op.name, op.op.value, b"null", now, wake, 1)
+                StepRecord(run.run_id, op.id, name, op.op.value, b"null", now, wake, 1)
             )
             if not stored:  # a crash after recording: keep the wake time first recorded
                 wake = next(
