@@ -134,15 +134,18 @@ class ServedApp:
         ]
 
 
-def wait_for_sync(http: httpx.Client, server: RunningServer, timeout: float = 30) -> None:
+def wait_for_sync(
+    http: httpx.Client, server: RunningServer, app_id: str, timeout: float = 30
+) -> None:
+    """Until the server lists `app_id` (other apps may share its database)."""
     deadline = time.monotonic() + timeout
     apps: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         apps = http.get("/v1/apps").json()["data"]
-        if apps:
+        if any(app["app_id"] == app_id for app in apps):
             return
         time.sleep(0.1)
-    raise AssertionError(f"the app did not sync: {apps}\n{server.log()}")
+    raise AssertionError(f"the app {app_id} did not sync: {apps}\n{server.log()}")
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -224,7 +227,7 @@ def served_app(
         try:
             if not sync_with_flag:
                 sync_with_cli(served)
-            wait_for_sync(served.http, server)
+            wait_for_sync(served.http, server, app_id)
             yield served
         finally:
             served.http.close()

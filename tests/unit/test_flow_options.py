@@ -13,6 +13,7 @@ from headwater.engine.flow_planning import plan_flow
 from headwater.errors import FunctionDefinitionError
 from headwater.flow.rules import GroupKind, SingletonMode
 from headwater.sdk.flow_options import FlowOptions, Priority, flow_options_from_wire
+from headwater.sdk.functions import CancelOn, Timeouts
 from headwater.sdk.registration import function_config
 
 hw = Headwater(app_id="shop")
@@ -135,7 +136,7 @@ def test_official_sdk_spellings_are_read() -> None:
     # TS passes `concurrency: {limit, key}` through as the object itself: one limit
     single = flow_options_from_wire(config_with(concurrency={"limit": 1, "key": "event.data.t"}))
     assert single.concurrency == (Concurrency(1, key="event.data.t"),)
-    # The Python SDK's snake_case spellings, and a limit of 0 meaning "no limit".
+    # snake_case spellings (inngest-py 0.5 sends camelCase, below), and a limit of 0: no limit.
     py = flow_options_from_wire(
         config_with(
             batch_events={"max_size": 10, "timeout": "1s"},
@@ -146,6 +147,74 @@ def test_official_sdk_spellings_are_read() -> None:
     assert py.batch == Batch(10, 1.0)
     assert py.rate_limit == RateLimit(2, 60.0)
     assert py.concurrency == ()
+    # What npm `inngest` 4.24 and PyPI `inngest` 0.5.19 sent for functions of
+    # tests/e2e/test_official_sdk_options.py (which checks the live SDKs).
+    key = "event.data.customer"
+    ts_sent = {
+        "concurrency": {"limit": 2, "key": key, "scope": "env"},
+        "throttle": {"limit": 10, "period": "1m", "burst": 3, "key": key},
+        "rateLimit": {"limit": 4, "period": "1h30m", "key": key},
+        "debounce": {"period": "5s", "key": key, "timeout": "2m"},
+        "singleton": {"mode": "cancel"},
+        "priority": {"run": "event.data.plan == 'pro' ? 120 : -30"},
+        "idempotency": "event.data.orderId",
+        "timeouts": {"start": "1m30s"},
+        # `match: "data.orderId", timeout: 90000` becomes this `if` and timeout.
+        "cancel": [
+            {
+                "event": "app/order.voided",
+                "timeout": "1m30s",
+                "if": "event.data.orderId == async.data.orderId",
+            },
+            {"event": "app/all.stopped"},
+        ],
+    }
+    definition = function_from_config("shop", config_with(**ts_sent))
+    assert definition.flow == FlowOptions(
+        concurrency=(Concurrency(2, key=key, scope="env"),),
+        throttle=Throttle(10, 60.0, burst=3, key=key),
+        rate_limit=RateLimit(4, 5_400.0, key=key),
+        debounce=Debounce(5.0, key=key, timeout=120.0),
+        priority=Priority("event.data.plan == 'pro' ? 120 : -30"),
+        singleton=Singleton("cancel"),
+        idempotency="event.data.orderId",
+    )
+    assert definition.timeouts == Timeouts(start=90.0)
+    assert definition.cancel_on == (
+        CancelOn("app/order.voided", if_="event.data.orderId == async.data.orderId", timeout=90.0),
+        CancelOn("app/all.stopped"),
+    )
+    ts_batch = {"maxSize": 50, "timeout": "10s", "key": key, "if": "event.data.batchable == true"}
+    assert flow_options_from_wire(config_with(batchEvents=ts_batch)).batch == Batch(
+        50, 10.0, key=key, if_="event.data.batchable == true"
+    )
+    # inngest-py: camelCase names, each duration in its largest whole unit ("90m", "1d"), and
+    # the Throttle's default `burst: 1` sent.
+    py_sent = {
+        "concurrency": [
+            {"key": key, "limit": 5},
+            {"key": '"exports"', "limit": 10, "scope": "account"},
+        ],
+        "throttle": {"limit": 1, "period": "1s", "burst": 1},
+        "rateLimit": {"key": key, "limit": 4, "period": "90m"},
+        "debounce": {"period": "1s"},
+        "singleton": {"key": key, "mode": "skip"},
+        "timeouts": {"start": "30s", "finish": "2h"},
+        "cancel": [{"event": "app/order.voided", "timeout": "90s"}],
+    }
+    definition = function_from_config("shop", config_with(**py_sent))
+    assert definition.flow == FlowOptions(
+        concurrency=(Concurrency(5, key=key), Concurrency(10, key='"exports"', scope="account")),
+        throttle=Throttle(1, 1.0, burst=1),
+        rate_limit=RateLimit(4, 5_400.0, key=key),
+        debounce=Debounce(1.0),
+        singleton=Singleton("skip", key=key),
+    )
+    assert definition.timeouts == Timeouts(start=30.0, finish=7_200.0)
+    assert definition.cancel_on == (CancelOn("app/order.voided", timeout=90.0),)
+    # The failure handler inngest-py registers: empty lists, no options.
+    failure = function_from_config("shop", config_with(cancel=[], concurrency=[]))
+    assert (failure.flow, failure.cancel_on) == (None, ())
 
 
 def test_a_bad_wire_option_names_the_field() -> None:
