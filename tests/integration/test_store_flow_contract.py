@@ -5,7 +5,13 @@ tests/unit/test_flow.py; the end-to-end properties in test_flow_control.py)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
+from headwater import Headwater
+from headwater.crypto import KeyRing, StaticKeys, generate_key
+from headwater.engine.event_log import EventLog
+from headwater.engine.registry import FunctionRegistry
+from headwater.engine.triggers import RunPlanner
 from headwater.flow.rules import (
     ConcurrencySlot,
     GroupKind,
@@ -18,7 +24,7 @@ from headwater.flow.rules import (
 )
 from headwater.store import Store
 from headwater.store.runs import NewRun, RunStatus
-from tests.integration.test_store_runs_contract import LEASE, T0, claim_all, make_run
+from tests.integration.test_store_runs_contract import DAY, LEASE, T0, claim_all, make_run
 
 
 def with_flow(run: NewRun, **flow: object) -> NewRun:
@@ -170,3 +176,33 @@ async def test_pruning_keeps_each_functions_latest_cron_tick(store: Store) -> No
     assert await store.last_cron_tick("app-cron") == T0 + 120_000
     assert await store.last_cron_tick("app-other") == T0  # its only, so its latest, tick stays
     assert await store.claim_cron_tick("app-cron", T0)  # forgotten: the row could be written again
+
+
+async def test_an_idempotency_expression_holds_its_value_for_24_hours_from_the_run(
+    store: Store,
+) -> None:
+    # Given a function run once per `event.data.orderId`, its events planned and stored as the
+    # server does, at times we choose
+    hw = Headwater(app_id="shop")
+
+    @hw.function(id="once", trigger=hw.on_event("shop/order"), idempotency="event.data.orderId")
+    async def once(ctx: object) -> None: ...
+
+    keys = StaticKeys(KeyRing([generate_key("test")], os.urandom(32)))
+    log = EventLog(store, keys, planner=RunPlanner(FunctionRegistry(hw.functions)))
+
+    async def status_at(at: int, order: str) -> RunStatus:
+        (event_id,) = await log.append(
+            [{"name": "shop/order", "data": {"orderId": order}}], received_at=at
+        )
+        (run,) = await store.list_runs_for_event(event_id)
+        return run.status
+
+    # When the same value comes again within a day of the first run, then a day after it
+    assert await status_at(T0, "o-1") is RunStatus.QUEUED
+    assert await status_at(T0 + 1, "o-2") is RunStatus.QUEUED  # another value, its own key
+    assert await status_at(T0 + DAY - 1, "o-1") is RunStatus.SKIPPED
+    # Then the key expired exactly 24 h after the run that took it: the value runs again, and
+    # holds the key for a day from then
+    assert await status_at(T0 + DAY, "o-1") is RunStatus.QUEUED
+    assert await status_at(T0 + 2 * DAY - 1, "o-1") is RunStatus.SKIPPED
