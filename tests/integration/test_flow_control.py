@@ -496,6 +496,27 @@ def test_start_timeout_is_honoured_while_concurrency_holds_runs_back(flow: Flow)
         assert waited < 1_000 + 500, r
 
 
+def test_finish_timeout_counts_from_each_runs_start_while_concurrency_holds_runs_back(
+    flow: Flow,
+) -> None:
+    # Given 8 runs, one at a time (a 0.4 s step each, then a long sleep), each to finish in 1 s
+    run = tag()
+    ids = flow.send_many("flow/finish", [{"seq": f"{run}-{i}"} for i in range(8)])
+    runs = flow.wait_final(ids, count=8)
+    # Then every run got to start (a held-back run's clock had not started) and ran its step ...
+    assert [r["status"] for r in runs] == ["Cancelled"] * 8, runs
+    assert all("finish timeout" in (r.get("reason") or "") for r in runs), runs
+    steps = [m for m in flow.marks("must-finish-soon") if m.seq.startswith(run)]
+    assert len([m for m in steps if m.what == "end"]) == 8
+    assert not [m for m in steps if m.what == "after"]
+    for r in runs:
+        detail = flow.http.get(f"/v1/runs/{r['run_id']}").json()["data"]
+        lived = _ms(detail["ended_at"]) - _ms(detail["run_started_at"])
+        # ... and was cancelled at its deadline, 1 s after it started: not sooner, and not when
+        # the runs queued behind the limit had all had their turn (3.2 s of steps)
+        assert 1_000 - 5 <= lived < 1_000 + 1_000, detail
+
+
 def test_a_start_timeout_counts_from_when_the_run_is_due(flow: Flow) -> None:
     # Given runs meant to start 2 s late (a priority of -2 s, a 2 s debounce, an event dated 2 s
     # ahead) of functions that must start within 1 s

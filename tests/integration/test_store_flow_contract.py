@@ -23,7 +23,7 @@ from headwater.flow.rules import (
     ThrottleRule,
 )
 from headwater.store import Store
-from headwater.store.runs import NewRun, RunStatus
+from headwater.store.runs import NewRun, RunStatus, WaitKind, WaitRecord
 from tests.integration.test_store_runs_contract import DAY, LEASE, T0, claim_all, make_run
 
 
@@ -76,6 +76,51 @@ async def test_an_item_past_its_start_deadline_is_claimed_despite_the_limit(stor
     assert await claim_all(store, "w", T0 + 200) == []
     (late,) = await claim_all(store, "w", T0 + 1_000)  # handed over to be cancelled
     assert late.run_id == runs[1].run_id
+
+
+async def test_a_started_item_past_its_deadline_is_claimed_despite_the_limit(store: Store) -> None:
+    # Given a key at its limit of 1, held by the second of three runs, while the first, already
+    # started, is due again before its (finish) deadline
+    slot = ConcurrencySlot("f:app-fn:d", 1)
+    runs = [with_flow(make_run(created_at=T0 + i), concurrency=(slot,)) for i in range(3)]
+    await store.create_runs(runs)
+    (first,) = await claim_all(store, "w", T0 + 10)
+    assert await store.reschedule(first.item_id, "w", T0 + 500, 0, deadline=T0 + 1_000)
+    (second,) = await claim_all(store, "w", T0 + 20)
+    assert second.run_id == runs[1].run_id and not second.overdue
+    # When it is due, it waits for the slot like the others ...
+    assert await claim_all(store, "w", T0 + 500) == []
+    # ... but at its deadline it is handed over whatever the limit, to be cancelled, ahead of
+    # the third run queued before it
+    (late,) = await claim_all(store, "w", T0 + 1_000)
+    assert (late.run_id, late.overdue) == (runs[0].run_id, True)
+
+
+async def test_a_run_parked_until_its_deadline_is_claimed_then_despite_the_limit(
+    store: Store,
+) -> None:
+    slot = ConcurrencySlot("f:app-fn:p", 1)
+    runs = [with_flow(make_run(created_at=T0 + i), concurrency=(slot,)) for i in range(2)]
+    await store.create_runs(runs)
+    (first,) = await claim_all(store, "w", T0 + 10)
+    # A wait cut short by the run's deadline
+    wait = WaitRecord(
+        wait_id=f"{runs[0].run_id}:reply",
+        run_id=runs[0].run_id,
+        kind=WaitKind.STEP,
+        event_name="app/reply",
+        expression=None,
+        created_at=T0 + 10,
+        expires_at=T0 + 1_000,
+        step_id="reply",
+        step_name="reply",
+        match_from=T0 + 10,
+    )
+    assert await store.park_for_wait(first.item_id, "w", wait, deadline=T0 + 1_000)
+    (second,) = await claim_all(store, "w", T0 + 20)
+    assert second.run_id == runs[1].run_id
+    (late,) = await claim_all(store, "w", T0 + 1_000)
+    assert (late.run_id, late.overdue) == (runs[0].run_id, True)
 
 
 async def test_a_throttled_start_is_pushed_to_its_next_allowed_time(store: Store) -> None:

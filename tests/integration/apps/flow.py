@@ -284,3 +284,18 @@ async def late_by_ts(ctx: Context) -> Any:
 )
 async def must_start_soon(ctx: Context) -> Any:
     return await work(ctx, "must-start-soon", 0.6)
+
+
+# A finish timeout counts from when a run starts: runs held back by the limit of 1 have not
+# started. Each run sleeps past its timeout after its first step, so it ends cancelled.
+@hw.function(
+    id="must-finish-soon",
+    trigger=hw.on_event("flow/finish"),
+    concurrency=1,
+    timeouts=Timeouts(finish=1.0),
+)
+async def must_finish_soon(ctx: Context) -> Any:
+    seq = await work(ctx, "must-finish-soon", 0.4)
+    await ctx.step.sleep("past-the-deadline", 30.0)
+    await ctx.step.run("after", lambda: trace("must-finish-soon", seq, "after"))
+    return seq
