@@ -209,6 +209,43 @@ def test_an_account_scoped_limit_is_shared_by_every_function_using_the_key(flow:
     assert max_overlap(list(spans.values())) == 1  # limit 1 across both functions
 
 
+def test_an_env_scoped_limit_is_shared_by_every_function_using_the_key(flow: Flow) -> None:
+    # One environment per server: scope env shares a key across functions, as account does.
+    run = tag()
+    exports = [{"tenant": run, "seq": f"{run}-e{i}", "work": 0.2} for i in range(3)]
+    imports = [{"tenant": run, "seq": f"{run}-i{i}", "work": 0.2} for i in range(3)]
+    other = [{"tenant": f"{run}-other", "seq": f"{run}-o", "work": 0.2}]
+    ids = flow.send_many("flow/env.export", exports + other)
+    ids += flow.send_many("flow/env.import", imports)
+    flow.wait_final(ids, count=7)
+    spans = intervals(flow.marks("env"), {d["seq"] for d in exports + imports})
+    assert len(spans) == 6
+    assert max_overlap(list(spans.values())) == 1  # limit 1 across both functions
+    # Another tenant's run did not wait for this tenant's six (1.2 s of work one at a time)
+    (other_span,) = intervals(flow.marks("env"), {f"{run}-o"}).values()
+    assert other_span[0] - min(start for start, _ in spans.values()) < 800
+
+
+def test_two_limits_are_both_enforced(flow: Flow) -> None:
+    # Given runs of 3 customers, 2 each, under limits of 1 per customer and 2 for the function
+    run = tag()
+    datas = [
+        {"customer": f"{run}-{c}", "seq": f"{run}-{c}{i}", "work": 0.3}
+        for i in range(2)
+        for c in "abc"
+    ]
+    ids = flow.send_many("flow/two-limits", datas)
+    runs = flow.wait_final(ids, count=6)
+    assert {r["status"] for r in runs} == {"Completed"}
+    spans = intervals(flow.marks("two-limits"), {d["seq"] for d in datas})
+    assert len(spans) == 6
+    # Then no customer ever had two at once, and the function never more than two (but two)
+    for c in "abc":
+        mine = [span for seq, span in spans.items() if seq.startswith(f"{run}-{c}")]
+        assert max_overlap(mine) == 1, (c, spans)
+    assert max_overlap(list(spans.values())) == 2, spans
+
+
 def test_replays_obey_the_functions_concurrency_limit(flow: Flow) -> None:
     run = tag()
     datas = [{"customer": run, "seq": f"{run}-{i}", "work": 0.2} for i in range(6)]
@@ -235,6 +272,19 @@ def test_a_sleeping_run_does_not_hold_a_concurrency_slot(flow: Flow) -> None:
     assert befores[-1] < afters[0]
 
 
+def test_a_run_waiting_for_an_event_does_not_hold_a_concurrency_slot(flow: Flow) -> None:
+    run = tag()
+    ids = flow.send_many("flow/waiting", [{"seq": f"{run}-{i}"} for i in range(3)])
+    flow.wait_final(ids, count=3)
+    marks = [m for m in flow.marks("waiting") if m.seq.startswith(run)]
+    befores = sorted(m.at for m in marks if m.what == "before")
+    afters = sorted(m.at for m in marks if m.what == "after")
+    assert len(befores) == len(afters) == 3
+    # With limit 1 and a 1 s wait between the steps, all three first steps run while the first
+    # run waits: had waiting runs counted, they would be 1 s apart.
+    assert befores[-1] < afters[0]
+
+
 def test_throttle_delays_starts_to_the_rate_and_drops_nothing(flow: Flow) -> None:
     run = tag()
     ids = flow.send_many("flow/throttle", [{"seq": f"{run}-{i}"} for i in range(6)])
@@ -250,6 +300,24 @@ def test_throttle_delays_starts_to_the_rate_and_drops_nothing(flow: Flow) -> Non
             window = starts[j] - starts[i]
             assert j - i + 1 <= 2 + (window + 5) / interval, starts
     assert starts[-1] - starts[0] >= 4 * interval - 100  # the last four waited their turn
+
+
+def test_a_throttle_key_throttles_each_key_separately(flow: Flow) -> None:
+    # Given two starts queued for key A (1 per 2 s), then one for key B
+    run = tag()
+    a_ids = [
+        flow.send("flow/throttle.keyed", {"key": f"{run}-a", "seq": f"{run}-a{i}"})
+        for i in range(2)
+    ]
+    b_id = flow.send("flow/throttle.keyed", {"key": f"{run}-b", "seq": f"{run}-b0"})
+    runs = flow.wait_final([*a_ids, b_id], count=3)
+    assert [r["status"] for r in runs] == ["Completed"] * 3
+    (a0,), (a1,), (b0,) = flow.runs(a_ids[0]), flow.runs(a_ids[1]), flow.runs(b_id)
+    # Then A's second start waited for A's rate ...
+    assert _ms(a1["run_started_at"]) - _ms(a0["run_started_at"]) >= 2_000 - 5
+    # ... while B's started at once, not behind A's (one throttle for both would start it 2 s
+    # after A's first)
+    assert _ms(b0["run_started_at"]) - _ms(a0["run_started_at"]) < 1_500
 
 
 def test_rate_limit_drops_excess_events_per_key_as_skipped_runs(flow: Flow) -> None:
@@ -281,6 +349,34 @@ def test_debounce_runs_once_per_quiet_period_with_the_last_event(flow: Flow) -> 
     assert second["run_id"] != only["run_id"] and second["output"]["seq"] == f"{run}-later"
 
 
+def test_a_debounce_timeout_starts_the_run_with_the_last_event_despite_a_steady_stream(
+    flow: Flow,
+) -> None:
+    # Given events every 0.3 s for 4 s: each would push a 1 s quiet period back, for ever
+    run = tag()
+    ids: list[str] = []
+    sending: list[tuple[float, float]] = []  # when each send began and returned (epoch ms)
+    for i in range(14):
+        began = time.time() * 1000
+        ids.append(flow.send("flow/debounce.max", {"doc": run, "seq": f"{run}-{i}"}))
+        sending.append((began, time.time() * 1000))
+        time.sleep(0.3)
+    runs = flow.wait_final(ids, count=1)  # every event is in: each run it made is listed
+    assert {r["status"] for r in runs} == {"Completed"}
+    first = min(runs, key=lambda r: _ms(r["run_started_at"]))
+    started = _ms(first["run_started_at"])
+    # Then the first run starts at its 2 s timeout after its first event, not after the stream
+    assert 2_000 - 50 <= started - _ms(first["created_at"]) <= 2_000 + 2_000, first
+    assert sending[-1][0] > started  # the stream was still going
+    # ... with the last event received before it started (one event, not the first)
+    k = int(first["output"]["seq"].rsplit("-", 1)[1])
+    assert first["output"]["events"] == 1 and k > 0
+    received = [i for i, (_, returned) in enumerate(sending) if returned < started]
+    assert k >= max(received), (k, started, sending)
+    # The events after it went to a later run, which has the last of them
+    assert f"{run}-13" in {r["output"]["seq"] for r in runs if r is not first}
+
+
 def test_batches_fill_to_max_size_and_the_rest_starts_at_the_timeout(flow: Flow) -> None:
     run = tag()
     sent_at = time.time()
@@ -292,6 +388,49 @@ def test_batches_fill_to_max_size_and_the_rest_starts_at_the_timeout(flow: Flow)
     started = [m.at for m in flow.marks("batched") if m.what == "start" and m.seq == "6"]
     assert started and started[0] / 1000 - sent_at >= 1.0 - 0.05  # the 1 s timeout, not sooner
     assert last["status"] == "Completed"
+
+
+def test_a_lone_events_batch_starts_at_the_timeout_after_that_event(flow: Flow) -> None:
+    # Given one event for a batch of 3 with a 1 s timeout, sent well after any other
+    run = tag()
+    before = time.time() * 1000
+    event_id = flow.send("flow/batch", {"group": run, "seq": f"{run}-alone"})
+    (only,) = flow.wait_final([event_id], count=1)
+    assert only["output"] == [f"{run}-alone"]
+    (started,) = [
+        m.at for m in flow.marks("batched") if m.what == "start" and m.seq == f"{run}-alone"
+    ]
+    # Then its batch starts no sooner than the timeout after the event arrived, and not much later
+    assert _ms(only["run_started_at"]) - _ms(only["created_at"]) >= 1_000 - 5, only
+    assert started - before <= 1_000 + 3_000
+
+
+def test_a_batch_key_keeps_each_keys_events_in_batches_of_their_own(flow: Flow) -> None:
+    # Given events of two keys, interleaved
+    run = tag()
+    ids = []
+    for i in range(3):
+        for group in ("x", "y"):
+            ids.append(flow.send("flow/batch", {"group": f"{run}-{group}", "seq": f"{group}{i}"}))
+    runs = flow.wait_final(ids, count=2)
+    # Then each key's events fill a batch of their own: no batch mixes keys
+    assert sorted(r["output"] for r in runs) == [["x0", "x1", "x2"], ["y0", "y1", "y2"]]
+
+
+def test_an_event_the_batch_if_rejects_runs_alone_at_once(flow: Flow) -> None:
+    # Given a batch (up to 10, 3 s) open with one event, then an urgent event its `if` rejects,
+    # then another batchable one
+    run = tag()
+    first = flow.send("flow/batch.if", {"seq": f"{run}-b0"})
+    urgent = flow.send("flow/batch.if", {"seq": f"{run}-u", "urgent": True})
+    last = flow.send("flow/batch.if", {"seq": f"{run}-b1"})
+    runs = flow.wait_final([first, urgent, last], count=2)
+    assert sorted(r["output"] for r in runs) == [[f"{run}-b0", f"{run}-b1"], [f"{run}-u"]]
+    # Then the urgent one ran alone, without waiting for the batch's timeout
+    (alone,) = flow.runs(urgent)
+    (batch,) = flow.runs(first)
+    assert _ms(alone["run_started_at"]) - _ms(alone["created_at"]) < 2_000, alone
+    assert _ms(batch["run_started_at"]) - _ms(batch["created_at"]) >= 3_000 - 5, batch
 
 
 def test_a_higher_priority_run_starts_before_lower_ones_queued_earlier(flow: Flow) -> None:
@@ -355,6 +494,27 @@ def test_start_timeout_is_honoured_while_concurrency_holds_runs_back(flow: Flow)
     for r in cancelled:
         waited = _ms(r["ended_at"]) - _ms(r["created_at"])
         assert waited < 1_000 + 500, r
+
+
+def test_finish_timeout_counts_from_each_runs_start_while_concurrency_holds_runs_back(
+    flow: Flow,
+) -> None:
+    # Given 8 runs, one at a time (a 0.4 s step each, then a long sleep), each to finish in 1 s
+    run = tag()
+    ids = flow.send_many("flow/finish", [{"seq": f"{run}-{i}"} for i in range(8)])
+    runs = flow.wait_final(ids, count=8)
+    # Then every run got to start (a held-back run's clock had not started) and ran its step ...
+    assert [r["status"] for r in runs] == ["Cancelled"] * 8, runs
+    assert all("finish timeout" in (r.get("reason") or "") for r in runs), runs
+    steps = [m for m in flow.marks("must-finish-soon") if m.seq.startswith(run)]
+    assert len([m for m in steps if m.what == "end"]) == 8
+    assert not [m for m in steps if m.what == "after"]
+    for r in runs:
+        detail = flow.http.get(f"/v1/runs/{r['run_id']}").json()["data"]
+        lived = _ms(detail["ended_at"]) - _ms(detail["run_started_at"])
+        # ... and was cancelled at its deadline, 1 s after it started: not sooner, and not when
+        # the runs queued behind the limit had all had their turn (3.2 s of steps)
+        assert 1_000 - 5 <= lived < 1_000 + 1_000, detail
 
 
 def test_a_start_timeout_counts_from_when_the_run_is_due(flow: Flow) -> None:

@@ -5,7 +5,13 @@ tests/unit/test_flow.py; the end-to-end properties in test_flow_control.py)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
+from headwater import Headwater
+from headwater.crypto import KeyRing, StaticKeys, generate_key
+from headwater.engine.event_log import EventLog
+from headwater.engine.registry import FunctionRegistry
+from headwater.engine.triggers import RunPlanner
 from headwater.flow.rules import (
     ConcurrencySlot,
     GroupKind,
@@ -17,8 +23,8 @@ from headwater.flow.rules import (
     ThrottleRule,
 )
 from headwater.store import Store
-from headwater.store.runs import NewRun, RunStatus
-from tests.integration.test_store_runs_contract import LEASE, T0, claim_all, make_run
+from headwater.store.runs import NewRun, RunStatus, WaitKind, WaitRecord
+from tests.integration.test_store_runs_contract import DAY, LEASE, T0, claim_all, make_run
 
 
 def with_flow(run: NewRun, **flow: object) -> NewRun:
@@ -70,6 +76,51 @@ async def test_an_item_past_its_start_deadline_is_claimed_despite_the_limit(stor
     assert await claim_all(store, "w", T0 + 200) == []
     (late,) = await claim_all(store, "w", T0 + 1_000)  # handed over to be cancelled
     assert late.run_id == runs[1].run_id
+
+
+async def test_a_started_item_past_its_deadline_is_claimed_despite_the_limit(store: Store) -> None:
+    # Given a key at its limit of 1, held by the second of three runs, while the first, already
+    # started, is due again before its (finish) deadline
+    slot = ConcurrencySlot("f:app-fn:d", 1)
+    runs = [with_flow(make_run(created_at=T0 + i), concurrency=(slot,)) for i in range(3)]
+    await store.create_runs(runs)
+    (first,) = await claim_all(store, "w", T0 + 10)
+    assert await store.reschedule(first.item_id, "w", T0 + 500, 0, deadline=T0 + 1_000)
+    (second,) = await claim_all(store, "w", T0 + 20)
+    assert second.run_id == runs[1].run_id and not second.overdue
+    # When it is due, it waits for the slot like the others ...
+    assert await claim_all(store, "w", T0 + 500) == []
+    # ... but at its deadline it is handed over whatever the limit, to be cancelled, ahead of
+    # the third run queued before it
+    (late,) = await claim_all(store, "w", T0 + 1_000)
+    assert (late.run_id, late.overdue) == (runs[0].run_id, True)
+
+
+async def test_a_run_parked_until_its_deadline_is_claimed_then_despite_the_limit(
+    store: Store,
+) -> None:
+    slot = ConcurrencySlot("f:app-fn:p", 1)
+    runs = [with_flow(make_run(created_at=T0 + i), concurrency=(slot,)) for i in range(2)]
+    await store.create_runs(runs)
+    (first,) = await claim_all(store, "w", T0 + 10)
+    # A wait cut short by the run's deadline
+    wait = WaitRecord(
+        wait_id=f"{runs[0].run_id}:reply",
+        run_id=runs[0].run_id,
+        kind=WaitKind.STEP,
+        event_name="app/reply",
+        expression=None,
+        created_at=T0 + 10,
+        expires_at=T0 + 1_000,
+        step_id="reply",
+        step_name="reply",
+        match_from=T0 + 10,
+    )
+    assert await store.park_for_wait(first.item_id, "w", wait, deadline=T0 + 1_000)
+    (second,) = await claim_all(store, "w", T0 + 20)
+    assert second.run_id == runs[1].run_id
+    (late,) = await claim_all(store, "w", T0 + 1_000)
+    assert (late.run_id, late.overdue) == (runs[0].run_id, True)
 
 
 async def test_a_throttled_start_is_pushed_to_its_next_allowed_time(store: Store) -> None:
@@ -170,3 +221,33 @@ async def test_pruning_keeps_each_functions_latest_cron_tick(store: Store) -> No
     assert await store.last_cron_tick("app-cron") == T0 + 120_000
     assert await store.last_cron_tick("app-other") == T0  # its only, so its latest, tick stays
     assert await store.claim_cron_tick("app-cron", T0)  # forgotten: the row could be written again
+
+
+async def test_an_idempotency_expression_holds_its_value_for_24_hours_from_the_run(
+    store: Store,
+) -> None:
+    # Given a function run once per `event.data.orderId`, its events planned and stored as the
+    # server does, at times we choose
+    hw = Headwater(app_id="shop")
+
+    @hw.function(id="once", trigger=hw.on_event("shop/order"), idempotency="event.data.orderId")
+    async def once(ctx: object) -> None: ...
+
+    keys = StaticKeys(KeyRing([generate_key("test")], os.urandom(32)))
+    log = EventLog(store, keys, planner=RunPlanner(FunctionRegistry(hw.functions)))
+
+    async def status_at(at: int, order: str) -> RunStatus:
+        (event_id,) = await log.append(
+            [{"name": "shop/order", "data": {"orderId": order}}], received_at=at
+        )
+        (run,) = await store.list_runs_for_event(event_id)
+        return run.status
+
+    # When the same value comes again within a day of the first run, then a day after it
+    assert await status_at(T0, "o-1") is RunStatus.QUEUED
+    assert await status_at(T0 + 1, "o-2") is RunStatus.QUEUED  # another value, its own key
+    assert await status_at(T0 + DAY - 1, "o-1") is RunStatus.SKIPPED
+    # Then the key expired exactly 24 h after the run that took it: the value runs again, and
+    # holds the key for a day from then
+    assert await status_at(T0 + DAY, "o-1") is RunStatus.QUEUED
+    assert await status_at(T0 + 2 * DAY - 1, "o-1") is RunStatus.SKIPPED

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from headwater.sdk.functions import CancelOn, Timeouts
 from headwater.sdk.registration import function_config
 
 hw = Headwater(app_id="shop")
+DAY = 86_400
 
 
 async def handler(ctx: Any) -> None:
@@ -51,6 +53,20 @@ def config_with(**options: Any) -> dict[str, Any]:
         (lambda: Throttle(1, period=1, burst=-1), "throttle burst must be 0 or more"),
         (lambda: RateLimit(1, period=2 * 86_400), "rate limit period must be from 1000ms to"),
         (lambda: Debounce(period=0.1), "debounce period must be from 1000ms"),
+        # Inngest's documented bounds: debounce period 1 s to 7 d, and its timeout (max wait)
+        # and a throttle period no longer
+        (
+            lambda: Debounce(period=7 * DAY + 1),
+            "debounce period must be from 1000ms to 604800000ms, got 604801000ms",
+        ),
+        (
+            lambda: Debounce(period=1, timeout=7 * DAY + 1),
+            "debounce timeout must be from 1000ms to 604800000ms",
+        ),
+        (
+            lambda: Throttle(1, period=timedelta(days=7, seconds=1)),
+            "throttle period must be from 1000ms to 604800000ms",
+        ),
         (lambda: Batch(max_size=0, timeout=1), "batch max_size must be a whole number"),
         (lambda: Singleton(mode="queue"), "singleton mode must be 'skip' or 'cancel'"),  # type: ignore[arg-type]
         (
@@ -70,6 +86,20 @@ def config_with(**options: Any) -> dict[str, Any]:
 def test_bad_options_fail_where_the_function_is_defined(build: Any, message: str) -> None:
     with pytest.raises(FunctionDefinitionError, match=message):
         build()
+
+
+def test_seven_days_is_the_longest_debounce_and_throttle_period() -> None:
+    assert (
+        Debounce(period=timedelta(days=7), timeout=timedelta(days=7)).timeout_ms == 7 * DAY * 1000
+    )
+    assert Throttle(1, period=7 * DAY).period_ms == 7 * DAY * 1000
+    # An official SDK app declaring more is refused at sync, naming the option
+    with pytest.raises(FunctionDefinitionError, match="debounce period must be from"):
+        function_from_config("shop", config_with(debounce={"period": "8d"}))
+    with pytest.raises(FunctionDefinitionError, match="debounce timeout must be from"):
+        function_from_config("shop", config_with(debounce={"period": "1m", "timeout": "169h"}))
+    with pytest.raises(FunctionDefinitionError, match="throttle period must be from"):
+        function_from_config("shop", config_with(throttle={"limit": 1, "period": "8d"}))
 
 
 def test_batching_cannot_be_combined_with_cancel_on() -> None:
@@ -270,3 +300,17 @@ def test_the_batch_if_decides_which_events_are_batched() -> None:
     assert plan_flow(definition, EVENT, now=0).flow.group is not None
     unflagged = {**EVENT, "data": {"flag": False}}
     assert plan_flow(definition, unflagged, now=0).flow.group is None
+
+
+def test_env_and_account_scoped_keys_are_shared_across_functions() -> None:
+    # One environment per server: scope env spans every function, as account does.
+    def slots(fn_id: str, scope: Any) -> list[tuple[str, int]]:
+        definition = hw.function(
+            id=fn_id,
+            trigger=hw.on_event("shop/all"),
+            concurrency=Concurrency(1, key="event.data.customer", scope=scope),
+        )(handler)
+        return [(s.key, s.limit) for s in plan_flow(definition, EVENT, now=0).flow.concurrency]
+
+    assert slots("env-a", "env") == slots("env-b", "env") == [("a:c1", 1)]
+    assert slots("fn-a", "fn") != slots("fn-b", "fn")

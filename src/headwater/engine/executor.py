@@ -102,7 +102,8 @@ class Executor:
         self.limits = limits
         self.on_reschedule = on_reschedule
         #: The finish deadline of each item being executed (timeouts.finish): nothing is
-        #: rescheduled past it, so the run wakes at its deadline to be cancelled.
+        #: rescheduled past it, and the store is told it, so the run wakes at its deadline and is
+        #: claimed then to be cancelled, even while a concurrency limit holds its key.
         self._deadlines: dict[str, Millis] = {}
         self.matcher = matcher
         self.outcomes = outcomes or RunOutcomes(store, event_log)
@@ -319,10 +320,11 @@ class Executor:
         now = now_ms()
         reason = None
         start_ms, finish_ms = timeouts.start_ms, timeouts.finish_ms
-        if start_ms is not None and item.overdue:
-            reason = f"not started within its start timeout ({start_ms} ms)"
-        elif finish_ms is not None and now >= run.started_at + finish_ms:
+        # Finish first: a started run's item is overdue past its finish deadline too.
+        if finish_ms is not None and now >= run.started_at + finish_ms:
             reason = f"not finished within its finish timeout ({finish_ms} ms)"
+        elif start_ms is not None and item.overdue:
+            reason = f"not started within its start timeout ({start_ms} ms)"
         if reason is None:
             if finish_ms is not None:
                 self._deadlines[item.item_id] = run.started_at + finish_ms
@@ -393,7 +395,9 @@ class Executor:
             step_name=op.display_name or op.name,
             match_from=now - lookback_ms,
         )
-        if not await self.store.park_for_wait(item.item_id, self.owner, wait):
+        if not await self.store.park_for_wait(
+            item.item_id, self.owner, wait, deadline=self._deadlines.get(item.item_id)
+        ):
             log.warning("lost the lease of run %s before it could wait", run.run_id)
             return
         self.on_wait_name(event_name)
@@ -448,7 +452,9 @@ class Executor:
             match_from=now,
         )
         # The wait exists before the callee can finish, so its announcement always finds it.
-        if not await self.store.park_for_wait(item.item_id, self.owner, wait):
+        if not await self.store.park_for_wait(
+            item.item_id, self.owner, wait, deadline=self._deadlines.get(item.item_id)
+        ):
             log.warning("lost the lease of run %s before it could invoke", run.run_id)
             return
         self.on_wait_name(FINISHED)
@@ -490,8 +496,12 @@ class Executor:
         return await self.event_log.append(events, seed=seed)
 
     async def _reschedule(self, item: QueueItem, due_at: Millis, attempt: int) -> None:
-        due_at = min(due_at, self._deadlines.get(item.item_id, _NEVER))
-        if await self.store.reschedule(item.item_id, self.owner, due_at, attempt):
+        deadline = self._deadlines.get(item.item_id)
+        if deadline is not None:
+            due_at = min(due_at, deadline)
+        if await self.store.reschedule(
+            item.item_id, self.owner, due_at, attempt, deadline=deadline
+        ):
             self.on_reschedule()
         else:
             log.warning("lost the lease of run %s before rescheduling it", item.run_id)

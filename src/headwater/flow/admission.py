@@ -24,7 +24,8 @@ class Candidate:
     slots: tuple[ConcurrencySlot, ...] = ()
     #: The throttle of the run's start (only on a start item not yet admitted).
     throttle: ThrottleRule | None = None
-    #: Past its start deadline: taken whatever the limits, so the executor cancels it now.
+    #: Past its deadline (its run's start or finish deadline): taken whatever the limits, so
+    #: the executor cancels it now.
     overdue: bool = False
 
 

@@ -167,8 +167,18 @@ class Store(QueryVerbs, CancellationVerbs, Protocol):
         """Store a step's memo; a memo already stored for (run_id, step_id) is kept (a finished
         step's result is recorded exactly once). Returns whether this call stored it."""
 
-    async def reschedule(self, item_id: str, owner: str, due_at: Millis, attempt: int) -> bool:
+    async def reschedule(
+        self,
+        item_id: str,
+        owner: str,
+        due_at: Millis,
+        attempt: int,
+        *,
+        deadline: Millis | None = None,
+    ) -> bool:
         """Release the lease of an item and make it due again at `due_at` with `attempt`.
+        From `deadline` on (its run's finish deadline) it is claimed whatever the flow-control
+        limits, marked overdue, so the run is cancelled then rather than when a slot frees up.
         False if `owner` no longer holds the lease (it expired and someone else took it)."""
 
     async def finish_run(
@@ -199,9 +209,12 @@ class Store(QueryVerbs, CancellationVerbs, Protocol):
 
     # -- waits (wait_for_event, cancel_on) -----------------------------------------------------
 
-    async def park_for_wait(self, item_id: str, owner: str, wait: WaitRecord) -> bool:
+    async def park_for_wait(
+        self, item_id: str, owner: str, wait: WaitRecord, *, deadline: Millis | None = None
+    ) -> bool:
         """Store `wait` (kept as it is if already stored) and make the run's item due at the
-        wait's expiry, releasing the lease, in one transaction. False if `owner` lost the lease."""
+        wait's expiry, releasing the lease, in one transaction; `deadline` as for `reschedule`.
+        False if `owner` lost the lease."""
 
     async def add_waits(self, waits: Sequence[WaitRecord]) -> None:
         """Store waits (each kept as it is if already stored)."""

@@ -129,13 +129,13 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
 
 def _unblock(counts: Counter[str], now: Millis) -> Generator[Sql, Rows, None]:
     """Hand back set-aside items: as many of each key's (earliest first) as it has free slots,
-    and every one past its start deadline (to be cancelled now). A key with none left set aside
+    and every one past its deadline (to be cancelled now). A key with none left set aside
     is forgotten."""
     blocked_keys = yield Sql("SELECT key, key_limit FROM blocked_keys ORDER BY key")
     if not blocked_keys:  # nothing is set aside (every set-aside item's key is listed)
         return
     overdue = yield Sql(
-        "SELECT item_id FROM queue WHERE blocked_on IS NOT NULL AND start_deadline <= ?", (now,)
+        "SELECT item_id FROM queue WHERE blocked_on IS NOT NULL AND deadline <= ?", (now,)
     )
     release = [row[0] for row in overdue]
     forget: list[str] = []
@@ -204,10 +204,10 @@ def _apply_claim(
 ) -> Generator[Sql, Rows, None]:
     if taken:
         # A taken start is past its throttle and its start deadline; later items of the run
-        # are not subject to them.
+        # are not subject to them (the executor gives each the run's finish deadline).
         yield Sql(
             "UPDATE queue SET lease_owner = ?, lease_until = ?, throttle_key = NULL,"
-            " start_deadline = NULL WHERE item_id = ? AND (lease_until IS NULL OR lease_until <= ?)",
+            " deadline = NULL WHERE item_id = ? AND (lease_until IS NULL OR lease_until <= ?)",
             [(owner, lease_until, candidate.item_id, now) for candidate in taken],
             many=True,
         )
@@ -376,7 +376,7 @@ def _join_group(run: NewRun) -> Generator[Sql, Rows, tuple[str | None, Millis]]:
         )
     # The start deadline moves with the due time: waiting for the group is not waiting to start.
     yield Sql(
-        "UPDATE queue SET start_deadline = start_deadline + (? - due_at), due_at = ?"
+        "UPDATE queue SET deadline = deadline + (? - due_at), due_at = ?"
         " WHERE run_id = ? AND lease_owner IS NULL",
         (decision.due_at, decision.due_at, group.run_id),
     )

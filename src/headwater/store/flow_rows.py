@@ -13,13 +13,13 @@ from headwater.types import Millis
 #: The flow columns of `queue`, in the order of `queue_flow_values`.
 QUEUE_FLOW_COLUMNS: Final = (
     "priority_ms, ckey1, climit1, ckey2, climit2,"
-    " throttle_key, throttle_limit, throttle_period_ms, throttle_burst, start_deadline"
+    " throttle_key, throttle_limit, throttle_period_ms, throttle_burst, deadline"
 )
 #: What a claim reads of each candidate, in the order of `candidate_from_row`. `rank` is the
 #: queue order (`due_at - priority_ms`), kept for paging through the candidates.
 CANDIDATE_COLUMNS: Final = (
     "item_id, run_id, due_at - priority_ms, ckey1, climit1, ckey2, climit2,"
-    " throttle_key, throttle_limit, throttle_period_ms, throttle_burst, start_deadline"
+    " throttle_key, throttle_limit, throttle_period_ms, throttle_burst, deadline"
 )
 #: How many candidates a claim reads at a time (it reads more only if these do not fill it).
 CANDIDATE_WINDOW: Final = 256

@@ -80,7 +80,7 @@ batch AS MATERIALIZED (
         %(duplicate)b::bool[], %(item_id)b::text[],
         %(priority_ms)b::int8[], %(ckey1)b::text[], %(climit1)b::int4[], %(ckey2)b::text[],
         %(climit2)b::int4[], %(throttle_key)b::text[], %(throttle_limit)b::int4[],
-        %(throttle_period_ms)b::int8[], %(throttle_burst)b::int4[], %(start_deadline)b::int8[]
+        %(throttle_period_ms)b::int8[], %(throttle_burst)b::int4[], %(deadline)b::int8[]
     ) WITH ORDINALITY
       AS b(run_id, function_id, created_at, start_at, key, expires_at, duplicate, item_id,
            {QUEUE_FLOW_COLUMNS}, ord)
@@ -351,12 +351,18 @@ class PostgresRunVerbs:
         return inserted == 1
 
     async def reschedule(
-        self: _Plumbing, item_id: str, owner: str, due_at: Millis, attempt: int
+        self: _Plumbing,
+        item_id: str,
+        owner: str,
+        due_at: Millis,
+        attempt: int,
+        *,
+        deadline: Millis | None = None,
     ) -> bool:
         updated = await self._rowcount(
-            "UPDATE queue SET due_at = %s, attempt = %s, lease_owner = NULL, lease_until = NULL"
-            " WHERE item_id = %s AND lease_owner = %s",
-            (due_at, attempt, item_id, owner),
+            "UPDATE queue SET due_at = %s, attempt = %s, deadline = %s, lease_owner = NULL,"
+            " lease_until = NULL WHERE item_id = %s AND lease_owner = %s",
+            (due_at, attempt, deadline, item_id, owner),
         )
         if updated:
             await self._notify_queue()  # a concurrency slot is free again

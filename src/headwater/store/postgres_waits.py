@@ -21,7 +21,8 @@ _VALUES: Final = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 #: Release the lease and store the wait only if the lease is still ours.
 _PARK: Final = f"""
 WITH parked AS (
-    UPDATE queue SET due_at = %s, attempt = 0, lease_owner = NULL, lease_until = NULL
+    UPDATE queue SET due_at = %s, attempt = 0, deadline = %s, lease_owner = NULL,
+        lease_until = NULL
     WHERE item_id = %s AND lease_owner = %s
     RETURNING item_id
 ), stored AS (
@@ -60,8 +61,17 @@ class _Plumbing(Protocol):
 
 
 class PostgresWaitVerbs:
-    async def park_for_wait(self: _Plumbing, item_id: str, owner: str, wait: WaitRecord) -> bool:
-        rows = await self._fetch(_PARK, (wait.expires_at, item_id, owner, *wait_params(wait)))
+    async def park_for_wait(
+        self: _Plumbing,
+        item_id: str,
+        owner: str,
+        wait: WaitRecord,
+        *,
+        deadline: Millis | None = None,
+    ) -> bool:
+        rows = await self._fetch(
+            _PARK, (wait.expires_at, deadline, item_id, owner, *wait_params(wait))
+        )
         parked = bool(rows[0][0])
         if parked:
             await self._notify_queue()  # a concurrency slot is free again

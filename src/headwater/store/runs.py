@@ -90,8 +90,9 @@ class QueueItem:
     attempt: int = 0
     lease_owner: str | None = None
     lease_until: Millis | None = None
-    #: A run's start claimed past its start deadline (timeouts.start, counted from when the run
-    #: was due): the executor cancels it instead of starting it.
+    #: Claimed past its deadline: a run's start past its start deadline (timeouts.start, counted
+    #: from when the run was due), or a started run's item past its finish deadline
+    #: (timeouts.finish). The executor cancels the run instead of executing it.
     overdue: bool = False
 
 

@@ -172,13 +172,19 @@ class SQLiteRunVerbs:
         return await self._write(insert)
 
     async def reschedule(
-        self: _Plumbing, item_id: str, owner: str, due_at: Millis, attempt: int
+        self: _Plumbing,
+        item_id: str,
+        owner: str,
+        due_at: Millis,
+        attempt: int,
+        *,
+        deadline: Millis | None = None,
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
             cursor = connection.execute(
-                "UPDATE queue SET due_at = ?, attempt = ?, lease_owner = NULL, lease_until = NULL"
-                " WHERE item_id = ? AND lease_owner = ?",
-                (due_at, attempt, item_id, owner),
+                "UPDATE queue SET due_at = ?, attempt = ?, deadline = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE item_id = ? AND lease_owner = ?",
+                (due_at, attempt, deadline, item_id, owner),
             )
             return cursor.rowcount == 1
 

@@ -28,12 +28,19 @@ class _Plumbing(Protocol):
 
 
 class SQLiteWaitVerbs:
-    async def park_for_wait(self: _Plumbing, item_id: str, owner: str, wait: WaitRecord) -> bool:
+    async def park_for_wait(
+        self: _Plumbing,
+        item_id: str,
+        owner: str,
+        wait: WaitRecord,
+        *,
+        deadline: Millis | None = None,
+    ) -> bool:
         def park(connection: sqlite3.Connection) -> bool:
             cursor = connection.execute(
-                "UPDATE queue SET due_at = ?, attempt = 0, lease_owner = NULL, lease_until = NULL"
-                " WHERE item_id = ? AND lease_owner = ?",
-                (wait.expires_at, item_id, owner),
+                "UPDATE queue SET due_at = ?, attempt = 0, deadline = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE item_id = ? AND lease_owner = ?",
+                (wait.expires_at, deadline, item_id, owner),
             )
             if cursor.rowcount != 1:
                 return False

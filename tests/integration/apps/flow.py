@@ -85,6 +85,35 @@ async def tenant_import(ctx: Context) -> Any:
     return await work(ctx, "tenant")
 
 
+# The same, with scope env: one environment per server, so shared across functions as well.
+@hw.function(
+    id="env-export",
+    trigger=hw.on_event("flow/env.export"),
+    concurrency=Concurrency(1, key="event.data.tenant", scope="env"),
+)
+async def env_export(ctx: Context) -> Any:
+    return await work(ctx, "env")
+
+
+@hw.function(
+    id="env-import",
+    trigger=hw.on_event("flow/env.import"),
+    concurrency=Concurrency(1, key="event.data.tenant", scope="env"),
+)
+async def env_import(ctx: Context) -> Any:
+    return await work(ctx, "env")
+
+
+# Two limits at once: one at a time per customer, and two at a time for the whole function.
+@hw.function(
+    id="two-limits",
+    trigger=hw.on_event("flow/two-limits"),
+    concurrency=[Concurrency(1, key="event.data.customer"), Concurrency(2)],
+)
+async def two_limits(ctx: Context) -> Any:
+    return await work(ctx, "two-limits")
+
+
 @hw.function(id="one-at-a-time", trigger=hw.on_event("flow/sleepy"), concurrency=1)
 async def one_at_a_time(ctx: Context) -> Any:
     """Sleeps between two steps: a sleeping run must not hold the only slot."""
@@ -95,6 +124,17 @@ async def one_at_a_time(ctx: Context) -> Any:
     return seq
 
 
+@hw.function(id="one-waiting", trigger=hw.on_event("flow/waiting"), concurrency=1)
+async def one_waiting(ctx: Context) -> Any:
+    """Waits for an event (that never comes) between two steps: a waiting run must not hold the
+    only slot."""
+    seq = ctx.event.data["seq"]
+    await ctx.step.run("before", lambda: trace("waiting", seq, "before"))
+    await ctx.step.wait_for_event("reply", event="flow/never-sent", timeout=1.0)
+    await ctx.step.run("after", lambda: trace("waiting", seq, "after"))
+    return seq
+
+
 @hw.function(
     id="throttled",
     trigger=hw.on_event("flow/throttle"),
@@ -102,6 +142,15 @@ async def one_at_a_time(ctx: Context) -> Any:
 )
 async def throttled(ctx: Context) -> Any:
     return await work(ctx, "throttled", 0.01)
+
+
+@hw.function(
+    id="throttled-by-key",
+    trigger=hw.on_event("flow/throttle.keyed"),
+    throttle=Throttle(limit=1, period=2.0, key="event.data.key"),
+)
+async def throttled_by_key(ctx: Context) -> Any:
+    return await work(ctx, "throttled-by-key", 0.01)
 
 
 @hw.function(
@@ -131,6 +180,27 @@ async def batched(ctx: Context) -> Any:
     seqs = [event.data["seq"] for event in ctx.events]
     await work(ctx, "batched", 0.01)
     return seqs
+
+
+# Events the `if` rejects (urgent ones) are not batched: each runs alone, at once.
+@hw.function(
+    id="batched-unless-urgent",
+    trigger=hw.on_event("flow/batch.if"),
+    batch=Batch(max_size=10, timeout=3.0, if_="event.data.urgent != true"),
+)
+async def batched_unless_urgent(ctx: Context) -> Any:
+    seqs = [event.data["seq"] for event in ctx.events]
+    await work(ctx, "batched-unless-urgent", 0.01)
+    return seqs
+
+
+@hw.function(
+    id="debounced-at-most",
+    trigger=hw.on_event("flow/debounce.max"),
+    debounce=Debounce(period=1.0, key="event.data.doc", timeout=2.0),
+)
+async def debounced_at_most(ctx: Context) -> Any:
+    return {"seq": await work(ctx, "debounced-at-most", 0.01), "events": len(ctx.events)}
 
 
 @hw.function(
@@ -214,3 +284,18 @@ async def late_by_ts(ctx: Context) -> Any:
 )
 async def must_start_soon(ctx: Context) -> Any:
     return await work(ctx, "must-start-soon", 0.6)
+
+
+# A finish timeout counts from when a run starts: runs held back by the limit of 1 have not
+# started. Each run sleeps past its timeout after its first step, so it ends cancelled.
+@hw.function(
+    id="must-finish-soon",
+    trigger=hw.on_event("flow/finish"),
+    concurrency=1,
+    timeouts=Timeouts(finish=1.0),
+)
+async def must_finish_soon(ctx: Context) -> Any:
+    seq = await work(ctx, "must-finish-soon", 0.4)
+    await ctx.step.sleep("past-the-deadline", 30.0)
+    await ctx.step.run("after", lambda: trace("must-finish-soon", seq, "after"))
+    return seq
