@@ -25,6 +25,7 @@ from headwater.config import (
     DEFAULT_PORT,
     Mode,
     ServerSettings,
+    is_loopback,
 )
 from headwater.crypto import (
     KeyFile,
@@ -256,6 +257,14 @@ def dev(
         call_state_limit_bytes=_call_state_limit(),
         retention_ms=_retention_ms(retention),
     )
+    if not is_loopback(host):
+        # Dev mode trusts whoever connects: any event key, no signing key, a dashboard without a
+        # login that shows every event's user decrypted.
+        errors.print(
+            f"[bold yellow]warning:[/] dev mode on {host} is open to anyone who can reach it (no "
+            "event or signing key, the dashboard shows users decrypted); use `headwater start` "
+            "for a server others can reach"
+        )
     functions = _load_functions(app_target)
     keys: KeySource | None = _production_keys()
     if keys is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +15,16 @@ DEFAULT_PORT = 8288
 DEFAULT_DATA_DIR = Path(".headwater")
 #: Inngest's: 4 MiB of run state, less 1 KiB for the rest of the call (PROTOCOL §3.3).
 DEFAULT_CALL_STATE_LIMIT_BYTES = 4 * 1024 * 1024 - 1024
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 class Mode(StrEnum):

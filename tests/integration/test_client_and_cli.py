@@ -133,3 +133,15 @@ def test_cli_events_in_production_uses_the_signing_key(tmp_path: Path) -> None:
         assert denied.returncode == 2 and "Authentication failed" in denied.stderr
         allowed = run_cli("events", "--url", prod.url, "--signing-key", SIGNING_KEY)
         assert allowed.returncode == 0, allowed.stderr
+
+
+def test_dev_mode_warns_when_it_listens_beyond_this_machine(tmp_path: Path) -> None:
+    # Given a dev server on every address (the last --host wins), and one on loopback
+    with running_server(tmp_path / "open", extra_args=["--host", "0.0.0.0"]) as open_server:
+        open_log = open_server.log()
+    with running_server(tmp_path / "loopback") as loopback:
+        loopback_log = loopback.log()
+    # Then only the first warns that anyone who can reach it is trusted
+    assert "dev mode on 0.0.0.0 is open to anyone" in " ".join(open_log.split()), open_log
+    assert "headwater start" in open_log
+    assert "is open to anyone" not in loopback_log
