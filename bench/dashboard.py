@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -160,6 +160,33 @@ async def _migrate(path: Path) -> None:
     await store.close()
 
 
+def _jobs(base: str) -> tuple[str, str]:
+    """A bulk replay and a bulk cancellation started through the API, so that their pages have
+    one to show: each over a window of a minute a year ago, which holds no run, so it ends at
+    once and touches nothing the other pages read."""
+    start = datetime.now(UTC) - timedelta(days=365)
+    window = {
+        "from": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "to": (start + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    replay = httpx.post(
+        f"{base}/v1/replays", json={"function_id": "dash-pipeline", **window}, timeout=30
+    )
+    replay.raise_for_status()
+    cancellation = httpx.post(
+        f"{base}/v1/cancellations",
+        json={
+            "app_id": "dash",
+            "function_id": "pipeline",
+            "started_after": window["from"],
+            "started_before": window["to"],
+        },
+        timeout=30,
+    )
+    cancellation.raise_for_status()
+    return replay.json()["data"]["id"], cancellation.json()["data"]["id"]
+
+
 def _cursor_in_the_middle(path: Path) -> str:
     """The cursor of a page of runs half way back in time."""
     connection = sqlite3.connect(path)
@@ -276,6 +303,11 @@ def main() -> None:
             "function detail": "/functions/dash-pipeline",
             "replays": "/replays",
         }
+        replay_id, cancellation_id = _jobs(base)
+        pages["replay job"] = f"/replays/{replay_id}"
+        pages["cancellations"] = "/cancellations"
+        pages["cancellation job"] = f"/cancellations/{cancellation_id}"
+        pages["login"] = "/login"
         cursor = _cursor_in_the_middle(path)
         pages = {label: page.replace("{cursor}", cursor) for label, page in pages.items()}
         results = measure(base, pages, args.requests)
