@@ -304,6 +304,15 @@ def main() -> None:
             "replays": "/replays",
         }
         replay_id, cancellation_id = _jobs(base)
+        # The filled events carry no `user`; one sent through the API does, sealed, so its page
+        # times opening it.
+        sent = httpx.post(
+            f"{base}/e/bench",
+            json={"name": "dash/order.placed", "data": {"order": -1}, "user": {"email": "a@b.c"}},
+            timeout=30,
+        )
+        sent.raise_for_status()
+        pages["event detail, user opened"] = f"/events/{sent.json()['ids'][0]}"
         pages["replay job"] = f"/replays/{replay_id}"
         pages["cancellations"] = "/cancellations"
         pages["cancellation job"] = f"/cancellations/{cancellation_id}"
