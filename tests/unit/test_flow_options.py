@@ -303,7 +303,7 @@ def test_the_batch_if_decides_which_events_are_batched() -> None:
 
 
 def test_env_and_account_scoped_keys_are_shared_across_functions() -> None:
-    # One environment per server: scope env spans every function, as account does.
+    # One environment per server: scope env spans every function, as account does, each apart.
     def slots(fn_id: str, scope: Any) -> list[tuple[str, int]]:
         definition = hw.function(
             id=fn_id,
@@ -312,5 +312,10 @@ def test_env_and_account_scoped_keys_are_shared_across_functions() -> None:
         )(handler)
         return [(s.key, s.limit) for s in plan_flow(definition, EVENT, now=0).flow.concurrency]
 
-    assert slots("env-a", "env") == slots("env-b", "env") == [("a:c1", 1)]
+    env = slots("env-a", "env")
+    account = slots("acct-a", "account")
+    assert env == slots("env-b", "env") == [("e:c1", 1)]
+    assert account == slots("acct-b", "account") == [("a:c1", 1)]
     assert slots("fn-a", "fn") != slots("fn-b", "fn")
+    # An env limit and an account limit on the same value are two limits, not one
+    assert env != account

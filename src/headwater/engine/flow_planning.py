@@ -56,6 +56,9 @@ def _bounded(value: str) -> str:
     return value
 
 
+_SCOPE_PREFIXES: Final = {"env": "e:", "account": "a:"}
+
+
 def plan_flow(definition: FunctionDefinition, event: JSONObject, now: Millis) -> PlannedFlow:
     """The flow control of a run of `definition` triggered by `event` (`{name, data, ...}`)."""
     options = definition.flow
@@ -72,8 +75,10 @@ def plan_flow(definition: FunctionDefinition, event: JSONObject, now: Millis) ->
     slug = definition.slug
     slots = tuple(
         ConcurrencySlot(
-            # Scopes env and account share the key across functions (one environment per server).
-            (f"f:{slug}:" if rule.scope == "fn" else "a:") + _key_value(rule.key, variables),
+            # Scopes env and account share the key across functions (one environment per server),
+            # each in its own key space: an env limit and an account limit on the same value are
+            # two limits, as in Inngest (which keys them by the scope's id).
+            _SCOPE_PREFIXES.get(rule.scope, f"f:{slug}:") + _key_value(rule.key, variables),
             rule.limit,
         )
         for rule in options.concurrency
