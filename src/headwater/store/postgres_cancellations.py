@@ -14,16 +14,14 @@ from headwater.store.cancellations import (
     cancellation_from_row,
     cancellation_params,
 )
-from headwater.store.queries import Cursor, claim_job_sql
+from headwater.store.job_tables import job_table_sql, page_params
+from headwater.store.queries import Cursor
 from headwater.types import Millis
 
 _RUNNING: Final = CancellationState.RUNNING.value
 #: The states in which a runner's progress is still saved (see `record_cancellation_progress`).
 _SAVED: Final = (_RUNNING, CancellationState.STOPPED.value)
-_MARKS: Final = ", ".join(["%s"] * len(CANCELLATION_COLUMNS.split(",")))
-
-
-_CLAIM_JOB: Final = claim_job_sql("cancellation_jobs", "%s")
+_SQL: Final = job_table_sql("cancellation_jobs", CANCELLATION_COLUMNS, "%s")
 
 
 class _Plumbing(Protocol):
@@ -34,43 +32,28 @@ class _Plumbing(Protocol):
 
 class PostgresCancellationVerbs:
     async def create_cancellation(self: _Plumbing, job: CancellationJob) -> None:
-        await self._rowcount(
-            f"INSERT INTO cancellation_jobs ({CANCELLATION_COLUMNS}) VALUES ({_MARKS})",
-            cancellation_params(job),
-        )
+        await self._rowcount(_SQL.insert, cancellation_params(job))
 
     async def get_cancellation(self: _Plumbing, job_id: str) -> CancellationJob | None:
-        rows = await self._fetch(
-            f"SELECT {CANCELLATION_COLUMNS} FROM cancellation_jobs WHERE job_id = %s", (job_id,)
-        )
+        rows = await self._fetch(_SQL.get, (job_id,))
         return cancellation_from_row(rows[0]) if rows else None
 
     async def list_cancellations(
         self: _Plumbing, limit: int = 50, before_id: str | None = None
     ) -> list[CancellationJob]:
-        where = " WHERE job_id < %s" if before_id is not None else ""
-        params: tuple[object, ...] = (before_id, limit) if before_id is not None else (limit,)
-        rows = await self._fetch(
-            f"SELECT {CANCELLATION_COLUMNS} FROM cancellation_jobs{where}"
-            " ORDER BY job_id DESC LIMIT %s",
-            params,
-        )
+        sql = _SQL.page if before_id is None else _SQL.page_before
+        rows = await self._fetch(sql, page_params(limit, before_id))
         return [cancellation_from_row(row) for row in rows]
 
     async def running_cancellations(self: _Plumbing, limit: int = 100) -> list[CancellationJob]:
-        rows = await self._fetch(
-            f"SELECT {CANCELLATION_COLUMNS} FROM cancellation_jobs WHERE state = %s"
-            " ORDER BY job_id LIMIT %s",
-            (_RUNNING, limit),
-        )
+        rows = await self._fetch(_SQL.running, (_RUNNING, limit))
         return [cancellation_from_row(row) for row in rows]
 
     async def claim_cancellation(
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
         updated = await self._rowcount(
-            _CLAIM_JOB,
-            (owner, lease_until, job_id, _RUNNING, owner, now),
+            _SQL.claim, (owner, lease_until, job_id, _RUNNING, owner, now)
         )
         return updated == 1
 
@@ -98,9 +81,5 @@ class PostgresCancellationVerbs:
         now: Millis,
         error: str | None = None,
     ) -> bool:
-        updated = await self._rowcount(
-            "UPDATE cancellation_jobs SET state = %s, error = %s, updated_at = %s, ended_at = %s"
-            " WHERE job_id = %s AND state = %s",
-            (state.value, error, now, now, job_id, _RUNNING),
-        )
+        updated = await self._rowcount(_SQL.end, (state.value, error, now, now, job_id, _RUNNING))
         return updated == 1

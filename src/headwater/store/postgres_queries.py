@@ -9,6 +9,7 @@ from typing import Any, Final, Protocol
 from psycopg.abc import Params
 
 from headwater.store.base import EventRecord
+from headwater.store.job_tables import job_table_sql, page_params
 from headwater.store.postgres_runs import (
     _RUN_COLUMNS,
     _create_runs_ctes,
@@ -25,7 +26,6 @@ from headwater.store.queries import (
     ReplayLink,
     RunCounts,
     RunQuery,
-    claim_job_sql,
     replay_job_from_row,
     replay_job_params,
 )
@@ -58,7 +58,7 @@ SELECT status FROM decided
 """
 
 
-_CLAIM_JOB: Final = claim_job_sql("replay_jobs", "%s")
+_JOBS: Final = job_table_sql("replay_jobs", REPLAY_JOB_COLUMNS, "%s")
 
 
 class _Plumbing(Protocol):
@@ -151,43 +151,28 @@ class PostgresQueryVerbs:
         return [row[0] for row in rows]
 
     async def create_replay_job(self: _Plumbing, job: ReplayJob) -> None:
-        marks = ", ".join(["%s"] * len(REPLAY_JOB_COLUMNS.split(",")))
-        await self._rowcount(
-            f"INSERT INTO replay_jobs ({REPLAY_JOB_COLUMNS}) VALUES ({marks})",
-            replay_job_params(job),
-        )
+        await self._rowcount(_JOBS.insert, replay_job_params(job))
 
     async def get_replay_job(self: _Plumbing, job_id: str) -> ReplayJob | None:
-        rows = await self._fetch(
-            f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE job_id = %s", (job_id,)
-        )
+        rows = await self._fetch(_JOBS.get, (job_id,))
         return replay_job_from_row(rows[0]) if rows else None
 
     async def list_replay_jobs(
         self: _Plumbing, limit: int = 50, before_id: str | None = None
     ) -> list[ReplayJob]:
-        where = " WHERE job_id < %s" if before_id is not None else ""
-        params: tuple[object, ...] = (before_id, limit) if before_id is not None else (limit,)
-        rows = await self._fetch(
-            f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs{where} ORDER BY job_id DESC LIMIT %s",
-            params,
-        )
+        sql = _JOBS.page if before_id is None else _JOBS.page_before
+        rows = await self._fetch(sql, page_params(limit, before_id))
         return [replay_job_from_row(row) for row in rows]
 
     async def running_replay_jobs(self: _Plumbing, limit: int = 100) -> list[ReplayJob]:
-        rows = await self._fetch(
-            f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE state = %s"
-            " ORDER BY job_id LIMIT %s",
-            (_RUNNING, limit),
-        )
+        rows = await self._fetch(_JOBS.running, (_RUNNING, limit))
         return [replay_job_from_row(row) for row in rows]
 
     async def claim_replay_job(
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
         updated = await self._rowcount(
-            _CLAIM_JOB,
-            (owner, lease_until, job_id, _RUNNING, owner, now),
+            _JOBS.claim, (owner, lease_until, job_id, _RUNNING, owner, now)
         )
         return updated == 1
 
@@ -211,9 +196,5 @@ class PostgresQueryVerbs:
     async def end_replay_job(
         self: _Plumbing, job_id: str, state: ReplayJobState, now: Millis, error: str | None = None
     ) -> bool:
-        updated = await self._rowcount(
-            "UPDATE replay_jobs SET state = %s, error = %s, updated_at = %s, ended_at = %s"
-            " WHERE job_id = %s AND state = %s",
-            (state.value, error, now, now, job_id, _RUNNING),
-        )
+        updated = await self._rowcount(_JOBS.end, (state.value, error, now, now, job_id, _RUNNING))
         return updated == 1

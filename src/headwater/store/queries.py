@@ -300,15 +300,3 @@ def replay_job_from_row(row: Sequence[object]) -> ReplayJob:
         updated_at=int(row[12]),  # type: ignore[call-overload]
         ended_at=None if row[13] is None else int(row[13]),  # type: ignore[call-overload]
     )
-
-
-def claim_job_sql(table: str, mark: str) -> str:
-    """Take (or renew) the lease of a running job, the same for every table of leased jobs
-    (replay_jobs, cancellation_jobs) and both dialects (`mark`: `?` or `%s`). Parameters:
-    owner, lease_until, job_id, the Running state, owner, now. One row changes if the job is
-    Running and unheld, already `owner`'s, or held by an expired lease."""
-    return (
-        f"UPDATE {table} SET lease_owner = {mark}, lease_until = {mark}"
-        f" WHERE job_id = {mark} AND state = {mark}"
-        f" AND (lease_owner IS NULL OR lease_owner = {mark} OR lease_until <= {mark})"
-    )

@@ -15,7 +15,8 @@ from headwater.store.cancellations import (
     cancellation_from_row,
     cancellation_params,
 )
-from headwater.store.queries import Cursor, claim_job_sql
+from headwater.store.job_tables import job_table_sql, page_params
+from headwater.store.queries import Cursor
 from headwater.types import Millis
 
 T = TypeVar("T")
@@ -23,10 +24,7 @@ T = TypeVar("T")
 _RUNNING: Final = CancellationState.RUNNING.value
 #: The states in which a runner's progress is still saved (see `record_cancellation_progress`).
 _SAVED: Final = (_RUNNING, CancellationState.STOPPED.value)
-_MARKS: Final = ", ".join("?" * len(CANCELLATION_COLUMNS.split(",")))
-
-
-_CLAIM_JOB: Final = claim_job_sql("cancellation_jobs", "?")
+_SQL: Final = job_table_sql("cancellation_jobs", CANCELLATION_COLUMNS, "?")
 
 
 class _Plumbing(Protocol):
@@ -40,17 +38,13 @@ class SQLiteCancellationVerbs:
         params = cancellation_params(job)
 
         def insert(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                f"INSERT INTO cancellation_jobs ({CANCELLATION_COLUMNS}) VALUES ({_MARKS})", params
-            )
+            connection.execute(_SQL.insert, params)
 
         await self._write(insert)
 
     async def get_cancellation(self: _Plumbing, job_id: str) -> CancellationJob | None:
         def select(connection: sqlite3.Connection) -> CancellationJob | None:
-            row = connection.execute(
-                f"SELECT {CANCELLATION_COLUMNS} FROM cancellation_jobs WHERE job_id = ?", (job_id,)
-            ).fetchone()
+            row = connection.execute(_SQL.get, (job_id,)).fetchone()
             return None if row is None else cancellation_from_row(row)
 
         return await self._read(select)
@@ -58,26 +52,17 @@ class SQLiteCancellationVerbs:
     async def list_cancellations(
         self: _Plumbing, limit: int = 50, before_id: str | None = None
     ) -> list[CancellationJob]:
-        where = " WHERE job_id < ?" if before_id is not None else ""
-        params: tuple[object, ...] = (before_id, limit) if before_id is not None else (limit,)
+        sql = _SQL.page if before_id is None else _SQL.page_before
+        params = page_params(limit, before_id)
 
         def select(connection: sqlite3.Connection) -> list[CancellationJob]:
-            rows = connection.execute(
-                f"SELECT {CANCELLATION_COLUMNS} FROM cancellation_jobs{where}"
-                " ORDER BY job_id DESC LIMIT ?",
-                params,
-            )
-            return [cancellation_from_row(row) for row in rows]
+            return [cancellation_from_row(row) for row in connection.execute(sql, params)]
 
         return await self._read(select)
 
     async def running_cancellations(self: _Plumbing, limit: int = 100) -> list[CancellationJob]:
         def select(connection: sqlite3.Connection) -> list[CancellationJob]:
-            rows = connection.execute(
-                f"SELECT {CANCELLATION_COLUMNS} FROM cancellation_jobs WHERE state = ?"
-                " ORDER BY job_id LIMIT ?",
-                (_RUNNING, limit),
-            )
+            rows = connection.execute(_SQL.running, (_RUNNING, limit))
             return [cancellation_from_row(row) for row in rows]
 
         return await self._read(select)
@@ -86,13 +71,8 @@ class SQLiteCancellationVerbs:
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
-            return (
-                connection.execute(
-                    _CLAIM_JOB,
-                    (owner, lease_until, job_id, _RUNNING, owner, now),
-                ).rowcount
-                == 1
-            )
+            params = (owner, lease_until, job_id, _RUNNING, owner, now)
+            return connection.execute(_SQL.claim, params).rowcount == 1
 
         return await self._write(update)
 
@@ -129,13 +109,7 @@ class SQLiteCancellationVerbs:
         error: str | None = None,
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
-            return (
-                connection.execute(
-                    "UPDATE cancellation_jobs SET state = ?, error = ?, updated_at = ?,"
-                    " ended_at = ? WHERE job_id = ? AND state = ?",
-                    (state.value, error, now, now, job_id, _RUNNING),
-                ).rowcount
-                == 1
-            )
+            params = (state.value, error, now, now, job_id, _RUNNING)
+            return connection.execute(_SQL.end, params).rowcount == 1
 
         return await self._write(update)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
 from headwater.store.base import EventRecord
+from headwater.store.job_tables import job_table_sql, page_params
 from headwater.store.queries import (
     COUNT_CAP,
     REPLAY_JOB_COLUMNS,
@@ -19,7 +20,6 @@ from headwater.store.queries import (
     ReplayLink,
     RunCounts,
     RunQuery,
-    claim_job_sql,
     replay_job_from_row,
     replay_job_params,
 )
@@ -33,7 +33,7 @@ T = TypeVar("T")
 _RUNNING: Final = ReplayJobState.RUNNING.value
 
 
-_CLAIM_JOB: Final = claim_job_sql("replay_jobs", "?")
+_JOBS: Final = job_table_sql("replay_jobs", REPLAY_JOB_COLUMNS, "?")
 
 
 class _Plumbing(Protocol):
@@ -158,21 +158,16 @@ class SQLiteQueryVerbs:
         return await self._read(select)
 
     async def create_replay_job(self: _Plumbing, job: ReplayJob) -> None:
-        marks = ", ".join("?" * len(REPLAY_JOB_COLUMNS.split(",")))
         params = replay_job_params(job)
 
         def insert(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                f"INSERT INTO replay_jobs ({REPLAY_JOB_COLUMNS}) VALUES ({marks})", params
-            )
+            connection.execute(_JOBS.insert, params)
 
         await self._write(insert)
 
     async def get_replay_job(self: _Plumbing, job_id: str) -> ReplayJob | None:
         def select(connection: sqlite3.Connection) -> ReplayJob | None:
-            row = connection.execute(
-                f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE job_id = ?", (job_id,)
-            ).fetchone()
+            row = connection.execute(_JOBS.get, (job_id,)).fetchone()
             return None if row is None else replay_job_from_row(row)
 
         return await self._read(select)
@@ -180,25 +175,17 @@ class SQLiteQueryVerbs:
     async def list_replay_jobs(
         self: _Plumbing, limit: int = 50, before_id: str | None = None
     ) -> list[ReplayJob]:
-        where = " WHERE job_id < ?" if before_id is not None else ""
-        params: tuple[object, ...] = (before_id, limit) if before_id is not None else (limit,)
+        sql = _JOBS.page if before_id is None else _JOBS.page_before
+        params = page_params(limit, before_id)
 
         def select(connection: sqlite3.Connection) -> list[ReplayJob]:
-            rows = connection.execute(
-                f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs{where} ORDER BY job_id DESC LIMIT ?",
-                params,
-            )
-            return [replay_job_from_row(row) for row in rows]
+            return [replay_job_from_row(row) for row in connection.execute(sql, params)]
 
         return await self._read(select)
 
     async def running_replay_jobs(self: _Plumbing, limit: int = 100) -> list[ReplayJob]:
         def select(connection: sqlite3.Connection) -> list[ReplayJob]:
-            rows = connection.execute(
-                f"SELECT {REPLAY_JOB_COLUMNS} FROM replay_jobs WHERE state = ?"
-                " ORDER BY job_id LIMIT ?",
-                (_RUNNING, limit),
-            )
+            rows = connection.execute(_JOBS.running, (_RUNNING, limit))
             return [replay_job_from_row(row) for row in rows]
 
         return await self._read(select)
@@ -207,13 +194,8 @@ class SQLiteQueryVerbs:
         self: _Plumbing, job_id: str, owner: str, now: Millis, lease_until: Millis
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
-            return (
-                connection.execute(
-                    _CLAIM_JOB,
-                    (owner, lease_until, job_id, _RUNNING, owner, now),
-                ).rowcount
-                == 1
-            )
+            params = (owner, lease_until, job_id, _RUNNING, owner, now)
+            return connection.execute(_JOBS.claim, params).rowcount == 1
 
         return await self._write(update)
 
@@ -243,13 +225,7 @@ class SQLiteQueryVerbs:
         self: _Plumbing, job_id: str, state: ReplayJobState, now: Millis, error: str | None = None
     ) -> bool:
         def update(connection: sqlite3.Connection) -> bool:
-            return (
-                connection.execute(
-                    "UPDATE replay_jobs SET state = ?, error = ?, updated_at = ?, ended_at = ?"
-                    " WHERE job_id = ? AND state = ?",
-                    (state.value, error, now, now, job_id, _RUNNING),
-                ).rowcount
-                == 1
-            )
+            params = (state.value, error, now, now, job_id, _RUNNING)
+            return connection.execute(_JOBS.end, params).rowcount == 1
 
         return await self._write(update)
