@@ -119,11 +119,11 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
         f" WHERE item_id IN ({_marks(len(taken))}) AND lease_owner = ? AND lease_until = ?",
         [*(candidate.item_id for candidate in taken), owner, lease_until],
     )
-    by_id = {r[0]: QueueItem(r[0], r[1], int(r[2]), int(r[3]), owner, lease_until) for r in leased}
+    by_id = {row[0]: row for row in leased}
     return [
-        replace(by_id[c.item_id], overdue=True) if c.overdue else by_id[c.item_id]
+        QueueItem(c.item_id, row[1], int(row[2]), int(row[3]), owner, lease_until, c.overdue)
         for c in taken
-        if c.item_id in by_id
+        if (row := by_id.get(c.item_id)) is not None
     ]
 
 
