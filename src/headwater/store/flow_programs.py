@@ -34,7 +34,7 @@ from headwater.store.flow_rows import (
     singleton_skipped_reason,
 )
 from headwater.store.run_rules import (
-    ACTIVE_STATUSES,
+    ACTIVE_IN,
     DUPLICATE_REASON,
     PlannedRun,
     new_run_record,
@@ -57,11 +57,11 @@ class Sql:
 
 Program = Generator[Sql, Rows, T]
 
-_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 _QUEUED: Final = RunStatus.QUEUED.value
 
 
-def _marks(count: int) -> str:
+def marks(count: int) -> str:
+    """`count` parameter marks of a program's statement."""
     return ", ".join("?" * count)
 
 
@@ -94,7 +94,7 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
         throttle_keys = sorted({c.throttle.key for c in candidates if c.throttle} - tats.keys())
         if throttle_keys:
             stored = yield Sql(
-                f"SELECT key, tat FROM flow_state WHERE key IN ({_marks(len(throttle_keys))})",
+                f"SELECT key, tat FROM flow_state WHERE key IN ({marks(len(throttle_keys))})",
                 throttle_keys,
             )
             tats.update({key: int(tat) for key, tat in stored if tat is not None})
@@ -116,7 +116,7 @@ def claim(owner: str, now: Millis, lease_until: Millis, want: int) -> Program[li
     # flow lock may have deleted an item since it was read.
     leased = yield Sql(
         "SELECT item_id, run_id, due_at, attempt FROM queue"
-        f" WHERE item_id IN ({_marks(len(taken))}) AND lease_owner = ? AND lease_until = ?",
+        f" WHERE item_id IN ({marks(len(taken))}) AND lease_owner = ? AND lease_until = ?",
         [*(candidate.item_id for candidate in taken), owner, lease_until],
     )
     by_id = {row[0]: row for row in leased}
@@ -153,11 +153,11 @@ def _unblock(counts: Counter[str], now: Millis) -> Generator[Sql, Rows, None]:
             forget.append(key)
     if release:
         yield Sql(
-            f"UPDATE queue SET blocked_on = NULL WHERE item_id IN ({_marks(len(release))})",
+            f"UPDATE queue SET blocked_on = NULL WHERE item_id IN ({marks(len(release))})",
             release,
         )
     if forget:
-        yield Sql(f"DELETE FROM blocked_keys WHERE key IN ({_marks(len(forget))})", forget)
+        yield Sql(f"DELETE FROM blocked_keys WHERE key IN ({marks(len(forget))})", forget)
 
 
 def _block(blocked: dict[str, ConcurrencySlot]) -> Generator[Sql, Rows, None]:
@@ -232,7 +232,7 @@ def _apply_claim(
             many=True,
         )
         # A claimed run takes no more events: its debounce or batch group closes.
-        yield Sql(f"DELETE FROM run_groups WHERE run_id IN ({_marks(len(run_ids))})", run_ids)
+        yield Sql(f"DELETE FROM run_groups WHERE run_id IN ({marks(len(run_ids))})", run_ids)
 
 
 # -- creating runs under rate limits, singletons and groups ------------------------------------
@@ -310,7 +310,7 @@ def _admit(run: NewRun) -> Generator[Sql, Rows, tuple[RunStatus, str | None]]:
     if flow.singleton is not None:
         single = flow.singleton
         holders = yield Sql(
-            f"SELECT s.run_id, r.status IN {_ACTIVE} FROM singleton_keys AS s"
+            f"SELECT s.run_id, r.status IN {ACTIVE_IN} FROM singleton_keys AS s"
             " LEFT JOIN runs AS r ON r.run_id = s.run_id WHERE s.function_id = ? AND s.key = ?",
             (run.function_id, single.key),
         )
@@ -330,7 +330,7 @@ def _admit(run: NewRun) -> Generator[Sql, Rows, tuple[RunStatus, str | None]]:
 
 def _cancel(run_id: str, now: Millis, reason: str) -> Generator[Sql, Rows, None]:
     yield Sql(
-        f"UPDATE runs SET status = ?, ended_at = ?, reason = ? WHERE run_id = ? AND status IN {_ACTIVE}",
+        f"UPDATE runs SET status = ?, ended_at = ?, reason = ? WHERE run_id = ? AND status IN {ACTIVE_IN}",
         (RunStatus.CANCELLED.value, now, reason, run_id),
     )
     yield Sql("DELETE FROM queue WHERE run_id = ?", (run_id,))
@@ -432,7 +432,7 @@ def prune(before: Millis) -> Program[None]:
     yield Sql("DELETE FROM flow_state WHERE updated_at < ?", (before,))
     yield Sql(
         "DELETE FROM singleton_keys WHERE NOT EXISTS (SELECT 1 FROM runs AS r"
-        f" WHERE r.run_id = singleton_keys.run_id AND r.status IN {_ACTIVE})"
+        f" WHERE r.run_id = singleton_keys.run_id AND r.status IN {ACTIVE_IN})"
     )
     yield Sql(
         "DELETE FROM cron_ticks WHERE tick_at < ? AND tick_at < (SELECT max(c.tick_at)"

@@ -31,7 +31,7 @@ from headwater.store.flow_programs import Program, Rows
 from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
 from headwater.store.retention import Deleted
 from headwater.store.run_rules import (
-    ACTIVE_STATUSES,
+    ACTIVE_IN,
     DUPLICATE_REASON,
     PlannedRun,
     new_run_record,
@@ -44,7 +44,6 @@ from headwater.types import Millis
 T = TypeVar("T")
 Connection = AsyncConnection[tuple[Any, ...]]
 
-_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 _QUEUED: Final = RunStatus.QUEUED.value
 _SKIPPED: Final = RunStatus.SKIPPED.value
 _RUNNING: Final = RunStatus.RUNNING.value
@@ -232,7 +231,7 @@ WITH items AS MATERIALIZED (
 ), finished AS (
     UPDATE runs SET status = %(status)s, ended_at = %(ended_at)s, output = %(output)s::jsonb,
         error = %(error)s::jsonb, reason = %(reason)s
-    WHERE run_id = %(run_id)s AND status IN {_ACTIVE} AND (SELECT ok FROM allowed)
+    WHERE run_id = %(run_id)s AND status IN {ACTIVE_IN} AND (SELECT ok FROM allowed)
     RETURNING run_id
 ), cleared AS (
     DELETE FROM queue WHERE run_id = %(run_id)s AND (SELECT ok FROM allowed)

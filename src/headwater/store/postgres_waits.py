@@ -10,12 +10,16 @@ from typing import Any, Final, Protocol
 from psycopg.abc import Params
 
 from headwater.store.postgres_runs import _RUN_COLUMNS, _run_record
-from headwater.store.run_rules import ACTIVE_STATUSES, WAIT_COLUMNS, wait_from_row, wait_params
+from headwater.store.run_rules import (
+    ACTIVE_IN,
+    WAIT_COLUMNS,
+    wait_from_row,
+    wait_params,
+)
 from headwater.store.runs import RunRecord, StepRecord, WaitRecord
 from headwater.types import Millis
 
 _QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in WAIT_COLUMNS.split(","))
-_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 _VALUES: Final = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 #: Release the lease and store the wait only if the lease is still ours.
@@ -87,7 +91,7 @@ class PostgresWaitVerbs:
     async def pending_waits(self: _Plumbing, event_name: str, now: Millis) -> list[WaitRecord]:
         rows = await self._fetch(
             f"SELECT {_QUALIFIED} FROM waits AS w JOIN runs AS r ON r.run_id = w.run_id"
-            f" WHERE w.event_name = %s AND w.expires_at > %s AND r.status IN {_ACTIVE}"
+            f" WHERE w.event_name = %s AND w.expires_at > %s AND r.status IN {ACTIVE_IN}"
             " ORDER BY w.created_at, w.wait_id",
             (event_name, now),
         )
@@ -137,7 +141,7 @@ class PostgresWaitVerbs:
     ) -> list[RunRecord]:
         rows = await self._fetch(
             f"SELECT {_RUN_COLUMNS} FROM runs AS r WHERE r.function_id = %s"
-            f" AND r.created_at >= %s AND r.created_at < %s AND r.status IN {_ACTIVE}"
+            f" AND r.created_at >= %s AND r.created_at < %s AND r.status IN {ACTIVE_IN}"
             " ORDER BY r.created_at, r.run_id LIMIT %s",
             (function_id, created_after, created_before, limit),
         )

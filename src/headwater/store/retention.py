@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headwater.store.flow_programs import Program, Sql
-from headwater.store.run_rules import ACTIVE_STATUSES
+from headwater.store.flow_programs import Program, Sql, marks
+from headwater.store.run_rules import ACTIVE_IN
 from headwater.types import Millis
-
-_ACTIVE = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +27,16 @@ class Deleted:
         return self.runs + self.events + self.keys
 
 
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
 def delete_expired(cutoff: Millis, limit: int) -> Program[Deleted]:
     """Delete up to `limit` of each: ended runs, unlisted events, expired keys (oldest first)."""
     runs = yield Sql(
         "SELECT run_id FROM runs WHERE ended_at < ?"
-        f" AND status NOT IN {_ACTIVE} ORDER BY ended_at LIMIT ?",
+        f" AND status NOT IN {ACTIVE_IN} ORDER BY ended_at LIMIT ?",
         (cutoff, limit),
     )
     run_ids = [row[0] for row in runs]
     if run_ids:
-        yield Sql(f"DELETE FROM runs WHERE run_id IN ({_marks(len(run_ids))})", run_ids)
+        yield Sql(f"DELETE FROM runs WHERE run_id IN ({marks(len(run_ids))})", run_ids)
     events = yield Sql(
         "SELECT internal_id FROM events AS e WHERE received_at < ? AND NOT EXISTS"
         " (SELECT 1 FROM run_events AS l WHERE l.event_id = e.internal_id)"
@@ -51,7 +45,7 @@ def delete_expired(cutoff: Millis, limit: int) -> Program[Deleted]:
     )
     event_ids = [row[0] for row in events]
     if event_ids:
-        yield Sql(f"DELETE FROM events WHERE internal_id IN ({_marks(len(event_ids))})", event_ids)
+        yield Sql(f"DELETE FROM events WHERE internal_id IN ({marks(len(event_ids))})", event_ids)
     keys = yield Sql(
         "SELECT function_id, key FROM idempotency_keys WHERE expires_at < ?"
         " ORDER BY expires_at LIMIT ?",

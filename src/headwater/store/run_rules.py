@@ -14,6 +14,8 @@ DUPLICATE_REASON: Final = "duplicate event id"
 
 #: Statuses a run can leave; every other status is final and never changes again.
 ACTIVE_STATUSES: Final = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+#: The same as an SQL list, for `status IN ...` (the same text in both dialects).
+ACTIVE_IN: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from headwater.store.flow_programs import Program, Rows
 from headwater.store.flow_rows import QUEUE_FLOW_COLUMNS, queue_flow_values
 from headwater.store.retention import Deleted
 from headwater.store.run_rules import (
-    ACTIVE_STATUSES,
+    ACTIVE_IN,
     PlannedRun,
     new_run_record,
     plan_runs,
@@ -36,7 +36,6 @@ T = TypeVar("T")
 _RUN_COLUMNS: Final = (
     "run_id, function_id, status, created_at, started_at, ended_at, output, error, reason"
 )
-_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 #: Larger than any epoch ms: "no bound" for a range comparison that must stay an index range.
 _NO_BOUND: Final = 2**63 - 1
 
@@ -225,7 +224,7 @@ class SQLiteRunVerbs:
                     return False
             cursor = connection.execute(
                 "UPDATE runs SET status = ?, ended_at = ?, output = ?, error = ?, reason = ?"
-                f" WHERE run_id = ? AND status IN {_ACTIVE}",
+                f" WHERE run_id = ? AND status IN {ACTIVE_IN}",
                 values,
             )
             # Also when the run was already final: a final run must have nothing left to execute.

@@ -7,7 +7,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol, TypeVar
 
-from headwater.store.run_rules import ACTIVE_STATUSES, WAIT_COLUMNS, wait_from_row, wait_params
+from headwater.store.run_rules import (
+    ACTIVE_IN,
+    WAIT_COLUMNS,
+    wait_from_row,
+    wait_params,
+)
 from headwater.store.runs import RunRecord, StepRecord, WaitRecord
 from headwater.store.sqlite_runs import _RECORD_STEP, _RUN_COLUMNS, _event_ids, _run_record
 from headwater.types import Millis
@@ -18,7 +23,6 @@ _INSERT_WAIT: Final = (
     f"INSERT INTO waits ({WAIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
 )
 _QUALIFIED: Final = ", ".join(f"w.{column.strip()}" for column in WAIT_COLUMNS.split(","))
-_ACTIVE: Final = f"('{ACTIVE_STATUSES[0]}', '{ACTIVE_STATUSES[1]}')"
 
 
 class _Plumbing(Protocol):
@@ -58,7 +62,7 @@ class SQLiteWaitVerbs:
         def select(connection: sqlite3.Connection) -> list[WaitRecord]:
             rows = connection.execute(
                 f"SELECT {_QUALIFIED} FROM waits AS w JOIN runs AS r ON r.run_id = w.run_id"
-                f" WHERE w.event_name = ? AND w.expires_at > ? AND r.status IN {_ACTIVE}"
+                f" WHERE w.event_name = ? AND w.expires_at > ? AND r.status IN {ACTIVE_IN}"
                 " ORDER BY w.created_at, w.wait_id",
                 (event_name, now),
             )
@@ -125,7 +129,7 @@ class SQLiteWaitVerbs:
         def select(connection: sqlite3.Connection) -> list[RunRecord]:
             rows = connection.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE function_id = ? AND created_at >= ?"
-                f" AND created_at < ? AND status IN {_ACTIVE} ORDER BY created_at, run_id LIMIT ?",
+                f" AND created_at < ? AND status IN {ACTIVE_IN} ORDER BY created_at, run_id LIMIT ?",
                 (function_id, created_after, created_before, limit),
             ).fetchall()
             return [_run_record(row, _event_ids(connection, row[0])) for row in rows]
