@@ -14,9 +14,8 @@ from starlette.routing import Route
 
 from headwater.engine.cancellations import Cancellations
 from headwater.errors import CancellationError
-from headwater.protocol.ids import is_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
-from headwater.server.rest import parse_job_page, parse_rfc3339
+from headwater.server.rest import find_job, parse_job_page, parse_rfc3339
 from headwater.store.cancellations import CancellationJob
 
 
@@ -104,21 +103,17 @@ def cancellation_routes(cancellations: Cancellations) -> list[Route]:
         return api_data([cancellation_json(job) for job in jobs], next_cursor=next_cursor)
 
     async def get_job(request: Request) -> Response:
-        job_id = request.path_params["cancellation_id"]
-        if not is_ulid(job_id):
-            return api_error(400, "the cancellation id must be a ULID", "invalid_id")
-        job = await store.get_cancellation(job_id.upper())
-        if job is None:
-            return api_error(404, "Cancellation not found", "not_found")
-        return api_data(cancellation_json(job))
+        job = await find_job(
+            request.path_params["cancellation_id"], "cancellation", store.get_cancellation
+        )
+        return job if isinstance(job, Response) else api_data(cancellation_json(job))
 
     async def stop_job(request: Request) -> Response:
-        job_id = request.path_params["cancellation_id"]
-        if not is_ulid(job_id):
-            return api_error(400, "the cancellation id must be a ULID", "invalid_id")
-        job = await store.get_cancellation(job_id.upper())
-        if job is None:
-            return api_error(404, "Cancellation not found", "not_found")
+        job = await find_job(
+            request.path_params["cancellation_id"], "cancellation", store.get_cancellation
+        )
+        if isinstance(job, Response):
+            return job
         if not await cancellations.stop_job(job.job_id):
             return api_error(
                 409, f"the cancellation has already ended ({job.state.value})", "ended"

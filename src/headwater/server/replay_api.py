@@ -16,7 +16,7 @@ from headwater.engine.replay import Replays
 from headwater.errors import ReplayError
 from headwater.protocol.ids import is_ulid
 from headwater.server.responses import api_data, api_error, rfc3339
-from headwater.server.rest import parse_job_page, parse_rfc3339
+from headwater.server.rest import find_job, parse_job_page, parse_rfc3339
 from headwater.server.runs_api import run_json
 from headwater.store.queries import ReplayJob
 from headwater.store.runs import RunStatus
@@ -49,10 +49,6 @@ def replay_job_json(job: ReplayJob) -> dict[str, Any]:
 
 def replay_error(exc: ReplayError) -> Response:
     return api_error(_STATUS_CODES.get(exc.code, 400), str(exc), exc.code)
-
-
-def _bad_job_id() -> Response:
-    return api_error(400, "the replay id must be a ULID", "invalid_id")
 
 
 async def _object_body(request: Request, *, optional: bool) -> dict[str, Any]:
@@ -130,13 +126,8 @@ def replay_routes(replays: Replays) -> list[Route]:
         return response
 
     async def get_job(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        if not is_ulid(job_id):
-            return _bad_job_id()
-        job = await replays.store.get_replay_job(job_id.upper())
-        if job is None:
-            return api_error(404, "Replay not found", "not_found")
-        return api_data(replay_job_json(job))
+        job = await find_job(request.path_params["job_id"], "replay", replays.store.get_replay_job)
+        return job if isinstance(job, Response) else api_data(replay_job_json(job))
 
     async def list_jobs(request: Request) -> Response:
         try:
@@ -148,16 +139,12 @@ def replay_routes(replays: Replays) -> list[Route]:
         return api_data([replay_job_json(job) for job in jobs], next_cursor=next_cursor)
 
     async def stop_job(request: Request) -> Response:
-        given = request.path_params["job_id"]
-        if not is_ulid(given):
-            return _bad_job_id()
-        job_id = given.upper()
-        job = await replays.store.get_replay_job(job_id)
-        if job is None:
-            return api_error(404, "Replay not found", "not_found")
-        if not await replays.stop_job(job_id):
+        job = await find_job(request.path_params["job_id"], "replay", replays.store.get_replay_job)
+        if isinstance(job, Response):
+            return job
+        if not await replays.stop_job(job.job_id):
             return api_error(409, f"the replay has already ended ({job.state.value})", "ended")
-        stopped = await replays.store.get_replay_job(job_id)
+        stopped = await replays.store.get_replay_job(job.job_id)
         assert stopped is not None
         return api_data(replay_job_json(stopped))
 

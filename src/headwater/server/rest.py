@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +17,8 @@ from headwater.store import EventQuery
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+
+J = TypeVar("J")
 
 
 class BadQuery(Exception):
@@ -48,6 +51,20 @@ def parse_rfc3339(value: str, name: str) -> int:
     if moment.tzinfo is None:
         raise ValueError(f"{name} must carry a time zone (e.g. a trailing Z)")
     return int(moment.timestamp() * 1000)
+
+
+async def find_job(
+    job_id: str, job: str, get: Callable[[str], Awaitable[J | None]]
+) -> J | Response:
+    """The background job with this id (bulk replays, bulk cancellations), or the reply to give:
+    400 for an id that is not a ULID, 404 for one that is not stored. `job` is what a job is
+    called ("cancellation")."""
+    if not is_ulid(job_id):
+        return api_error(400, f"the {job} id must be a ULID", "invalid_id")
+    found = await get(job_id.upper())
+    if found is None:
+        return api_error(404, f"{job.capitalize()} not found", "not_found")
+    return found
 
 
 def parse_job_page(request: Request, job: str) -> tuple[int, str | None]:
